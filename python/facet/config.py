@@ -1,0 +1,188 @@
+"""Typed configuration: the model (`FacetConfig`) nested in the run (`TrainConfig`).
+
+Both are plain dataclasses so that a config file (JSON) and `--set key=value`
+overrides on the command line map onto them field by field, with types checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FacetConfig:
+    """Architecture of one Facet model. Defaults are Facet-Small (paper size).
+
+    Frozen (hashable), so a model built from it can be a static jit argument;
+    derive variants with dataclasses.replace."""
+
+    # Element symbols in model order; species index i means elements[i].
+    elements: tuple[str, ...] = ()
+    # Upper bound of the trainable r_max and the cutoff of the training graph (Å).
+    graph_cutoff: float = 6.0
+    r_max_init: float = 5.0
+    # Features of the equivariant message-passing layers (all but the last).
+    hidden_irreps: str = "128x0e+64x1o+32x2e"
+    num_equivariant_layers: int = 2
+    # The last layer is scalar-only, followed by a plain MLP.
+    scalar_channels: int = 128
+    scalar_mlp_hidden: int = 64
+    embedding_channels: int = 128
+    sh_lmax: int = 2
+    num_bessel: int = 8
+    envelope_exponent: int = 6
+    # Messages are divided by k(r_max)**degree_exponent (paper: 0.7).
+    degree_exponent: float = 0.7
+    # Average neighbour count k(r) tabulated on the training set (set by training).
+    degree_radii: tuple[float, ...] = ()
+    degree_values: tuple[float, ...] = ()
+    # S2-MLP-Mixer: channels per l, heads, grid and MLP width.
+    mixer_channels: int = 64
+    mixer_heads: int = 2
+    mixer_hidden: int = 16
+    s2_res_beta: int = 18
+    s2_res_alpha: int = 17
+    layer_norm_eps: float = 1e-6
+    dtype: str = "float32"
+
+    @property
+    def num_layers(self) -> int:
+        """Message-passing layers (equivariant ones plus the scalar one)."""
+        return self.num_equivariant_layers + 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data path."""
+
+    model: FacetConfig = field(default_factory=FacetConfig)
+    seed: int = 0
+    batch_size: int = 32
+    max_steps: int = 100_000
+    max_time_minutes: float = 0.0  # 0 = no time limit
+    # Loss weights: energy per atom (eV/atom), forces (eV/Å), stress (eV/Å^3).
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    stress_weight: float = 100.0
+    # Prodigy (optax.contrib) with linear warmup then linear decay of its scale;
+    # "adam" is available for comparison. learning_rate multiplies Prodigy's own
+    # step-size estimate (keep 1.0) and is Adam's step size.
+    optimizer: str = "prodigy"
+    learning_rate: float = 1.0
+    prodigy_d0: float = 1e-6
+    warmup_fraction: float = 0.08
+    weight_decay: float = 1e-4
+    prodigy_eps: float = 1e-4
+    grad_clip_norm: float = 10.0
+    ema_decay: float = 0.99
+    ema_every: int = 32
+    # Data.
+    split_ratios: tuple[float, float, float] = (10.0, 1.0, 1.0)
+    max_energy_per_atom: float | None = None  # outlier filter thresholds
+    max_abs_force: float | None = 50.0
+    # Book-keeping.
+    eval_every: int = 200
+    checkpoint_every_minutes: float = 2.0
+    log_every: int = 20
+    # Distinct padded batch shapes (each one compiles the training step once).
+    max_batch_shapes: int = 2
+    num_devices: int = 0  # 0 = all local devices
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build a dataclass from a dict, converting lists to tuples and nesting."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else from_dict(hint, value)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{name} may not be null")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if origin is tuple:
+        seq = list(value)
+        item = args[0] if args else Any
+        return tuple(_coerce(item, v, name) for v in seq)
+    if hint is float:
+        return float(value)
+    if hint is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{name} must be an integer, got {value}")
+        return int(value)
+    if hint is bool:
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if hint is str:
+        return str(value)
+    return value
+
+
+def apply_override(config: TrainConfig, assignment: str) -> TrainConfig:
+    """Apply one `key=value` (dotted keys for nested fields, JSON or bare values)."""
+    if "=" not in assignment:
+        raise ValueError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    data = to_dict(config)
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        if part not in node or not isinstance(node[part], dict):
+            raise ValueError(f"--set {key}: no config section {part!r}")
+        node = node[part]
+    if parts[-1] not in node:
+        # Convenience: model fields may be given without the "model." prefix.
+        if len(parts) == 1 and parts[0] in data["model"]:
+            node = data["model"]
+        else:
+            raise ValueError(f"--set {key}: unknown config field; see `python -m facet.train --print-config`")
+    node[parts[-1]] = value
+    return from_dict(TrainConfig, data)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    config = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config file {path} is not valid JSON: {err}") from None
+        merged = to_dict(config)
+        model = {**merged["model"], **data.pop("model", {})}
+        merged.update(data)
+        merged["model"] = model
+        config = from_dict(TrainConfig, merged)
+    for assignment in overrides:
+        config = apply_override(config, assignment)
+    return config
