@@ -1,0 +1,92 @@
+"""Training checkpoints without pickle: flax msgpack, written atomically.
+
+A checkpoint is one msgpack file holding plain arrays and JSON strings:
+the run config, step, parameters, EMA parameters, optimiser state and a
+summary (`info`: elements, training data, best validation errors). It is
+written to a temporary file, fsynced and renamed, so a run killed at any
+moment (even SIGKILL) leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+from facet.config import FacetConfig, TrainConfig, from_dict, to_dict
+
+FORMAT = "facet-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _to_numpy(tree):
+    return jax.tree.map(lambda x: np.asarray(x), tree)
+
+
+def save(path: str | Path, *, config: TrainConfig, step: int, params, ema_params, opt_state=None,
+         info: dict | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": json.dumps(to_dict(config)),
+        "step": int(step),
+        "params": _to_numpy(params),
+        "ema_params": _to_numpy(ema_params),
+        "opt_state": _to_numpy(serialization.to_state_dict(opt_state)) if opt_state is not None else {},
+        "info": json.dumps(info or {}),
+    }
+    data = serialization.msgpack_serialize(payload)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint; `config` is a TrainConfig, `info` a dict."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:  # msgpack raises several unrelated types on corrupt input
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                              "it may be truncated or not a Facet checkpoint") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a Facet training checkpoint")
+    if int(payload.get("version", -1)) > VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {payload['version']}, newer than "
+                              f"this facet understands ({VERSION}); upgrade facet")
+    payload["config"] = from_dict(TrainConfig, json.loads(payload["config"]))
+    payload["info"] = json.loads(payload["info"])
+    payload["step"] = int(payload["step"])
+    return payload
+
+
+def restore_opt_state(template, state_dict):
+    return serialization.from_state_dict(template, state_dict)
+
+
+def load_for_inference(path: str | Path) -> tuple[FacetConfig, Any, dict]:
+    """(model config, EMA parameters, info) — what export and the calculator need."""
+    payload = load(path)
+    params = jax.tree.map(np.asarray, payload["ema_params"])
+    return payload["config"].model, params, payload["info"]
