@@ -1,0 +1,160 @@
+/* Facet-MD: map a LAMMPS full neighbour list onto a Facet graph.
+ * See graph_builder.h. */
+
+#include "graph_builder.h"
+
+#include "lmptype.h"    // NEIGHMASK
+
+#include <algorithm>
+
+using LAMMPS_NS::tagint;
+
+namespace FacetMD {
+
+namespace {
+
+void reset(Graph &graph, int64_t nnodes, int64_t edge_guess)
+{
+  graph.nnodes = nnodes;
+  graph.nedges = 0;
+  graph.species.assign(nnodes, 0);
+  graph.energy_mask.assign(nnodes, 0.0);
+  graph.edge_vectors.clear();
+  graph.senders.clear();
+  graph.receivers.clear();
+  graph.edge_vectors.reserve(3 * edge_guess);
+  graph.senders.reserve(edge_guess);
+  graph.receivers.reserve(edge_guess);
+}
+
+inline int species_of(const std::vector<int> &type2species, int type)
+{
+  return type2species[type];
+}
+
+}    // namespace
+
+bool GraphBuilder::map_owners(const AtomData &atoms)
+{
+  const int nall = atoms.nlocal + atoms.nghost;
+  owner_.assign(nall, -1);
+  if (atoms.tag == nullptr) return atoms.nghost == 0;
+
+  tagint maxtag = 0;
+  for (int i = 0; i < atoms.nlocal; ++i) maxtag = std::max(maxtag, atoms.tag[i]);
+  const bool dense = maxtag <= 4 * static_cast<tagint>(atoms.nlocal) + 1024;
+  if (dense) {
+    tag_to_local_.assign(static_cast<size_t>(maxtag) + 1, -1);
+    for (int i = 0; i < atoms.nlocal; ++i) tag_to_local_[atoms.tag[i]] = i;
+  } else {
+    sparse_tag_to_local_.clear();
+    for (int i = 0; i < atoms.nlocal; ++i) sparse_tag_to_local_[atoms.tag[i]] = i;
+  }
+  for (int i = 0; i < atoms.nlocal; ++i) owner_[i] = i;
+  for (int j = atoms.nlocal; j < nall; ++j) {
+    const tagint t = atoms.tag[j];
+    int owner = -1;
+    if (dense) {
+      if (t >= 0 && t <= maxtag) owner = tag_to_local_[t];
+    } else {
+      auto it = sparse_tag_to_local_.find(t);
+      if (it != sparse_tag_to_local_.end()) owner = it->second;
+    }
+    owner_[j] = owner;
+  }
+  return true;
+}
+
+bool GraphBuilder::build_folded(const AtomData &atoms, const NeighborData &neigh,
+                                const std::vector<int> &type2species, double cutoff,
+                                Graph &graph)
+{
+  if (!map_owners(atoms)) return false;
+  const double cutsq = cutoff * cutoff;
+  int64_t guess = 0;
+  for (int ii = 0; ii < neigh.inum; ++ii) guess += neigh.numneigh[neigh.ilist[ii]];
+  reset(graph, atoms.nlocal, guess / 2 + 16);
+
+  for (int i = 0; i < atoms.nlocal; ++i) {
+    const int s = species_of(type2species, atoms.type[i]);
+    if (s >= 0) {
+      graph.species[i] = s;
+      graph.energy_mask[i] = 1.0;
+    }
+  }
+
+  double *const *x = atoms.x;
+  for (int ii = 0; ii < neigh.inum; ++ii) {
+    const int i = neigh.ilist[ii];
+    if (i >= atoms.nlocal || species_of(type2species, atoms.type[i]) < 0) continue;
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+    const int *jlist = neigh.firstneigh[i];
+    const int jnum = neigh.numneigh[i];
+    for (int jj = 0; jj < jnum; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      if (species_of(type2species, atoms.type[j]) < 0) continue;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= cutsq) continue;
+      const int owner = owner_[j];
+      if (owner < 0) return false;
+      graph.edge_vectors.push_back(dx);
+      graph.edge_vectors.push_back(dy);
+      graph.edge_vectors.push_back(dz);
+      graph.senders.push_back(owner);
+      graph.receivers.push_back(i);
+    }
+  }
+  graph.nedges = static_cast<int64_t>(graph.senders.size());
+  return true;
+}
+
+void GraphBuilder::build_ghost(const AtomData &atoms, const NeighborData &neigh,
+                               const std::vector<int> &type2species, double cutoff,
+                               Graph &graph)
+{
+  const int nall = atoms.nlocal + atoms.nghost;
+  const double cutsq = cutoff * cutoff;
+  int64_t guess = 0;
+  for (int ii = 0; ii < neigh.inum + neigh.gnum; ++ii) guess += neigh.numneigh[neigh.ilist[ii]];
+  reset(graph, nall, guess / 2 + 16);
+
+  for (int i = 0; i < nall; ++i) {
+    const int s = species_of(type2species, atoms.type[i]);
+    if (s >= 0) {
+      graph.species[i] = s;
+      if (i < atoms.nlocal) graph.energy_mask[i] = 1.0;
+    }
+  }
+
+  double *const *x = atoms.x;
+  for (int ii = 0; ii < neigh.inum + neigh.gnum; ++ii) {
+    const int i = neigh.ilist[ii];
+    if (species_of(type2species, atoms.type[i]) < 0) continue;
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+    const int *jlist = neigh.firstneigh[i];
+    const int jnum = neigh.numneigh[i];
+    for (int jj = 0; jj < jnum; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      if (species_of(type2species, atoms.type[j]) < 0) continue;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= cutsq) continue;
+      graph.edge_vectors.push_back(dx);
+      graph.edge_vectors.push_back(dy);
+      graph.edge_vectors.push_back(dz);
+      graph.senders.push_back(j);
+      graph.receivers.push_back(i);
+    }
+  }
+  graph.nedges = static_cast<int64_t>(graph.senders.size());
+}
+
+double GraphBuilder::memory_usage() const
+{
+  return static_cast<double>(owner_.capacity() * sizeof(int) +
+                             tag_to_local_.capacity() * sizeof(int) +
+                             sparse_tag_to_local_.size() * (sizeof(tagint) + 2 * sizeof(int)));
+}
+
+}    // namespace FacetMD

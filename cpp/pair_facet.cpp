@@ -1,0 +1,463 @@
+/* Facet-MD: LAMMPS pair style `facet`.  See pair_facet.h and cpp/README.md. */
+
+#include "pair_facet.h"
+
+#include "python_bridge.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+#include "utils.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+using namespace LAMMPS_NS;
+
+static std::string join(const std::vector<std::string> &words)
+{
+  std::string out;
+  for (const auto &w : words) out += (out.empty() ? "" : " ") + w;
+  return out;
+}
+
+/* ---------------------------------------------------------------------- */
+
+PairFacet::PairFacet(LAMMPS *lmp) :
+    Pair(lmp), graph_request(GRAPH_AUTO), ghost_nodes(false), model_cutoff(0.0), model_layers(0),
+    reverse_vatom(0)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  no_virial_fdotr_compute = 1;    // the virial is assembled from dE/dr_e directly
+  centroidstressflag = CENTROID_SAME;
+  unit_convert_flag = 0;
+}
+
+PairFacet::~PairFacet()
+{
+  if (copymode) return;
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+  model.reset();
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairFacet::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  memory->create(cutghost, n, n, "pair:cutghost");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) {
+      setflag[i][j] = 0;
+      cutsq[i][j] = 0.0;
+      cutghost[i][j] = 0.0;
+    }
+  type2species.assign(n, -1);
+}
+
+/* ----------------------------------------------------------------------
+   make an error raised on any subset of ranks a collective LAMMPS error
+   (the message of the lowest failing rank is shown)
+------------------------------------------------------------------------- */
+
+void PairFacet::check_collective(const std::string &local_error)
+{
+  if (comm->nprocs == 1) {
+    if (!local_error.empty()) error->all(FLERR, local_error);
+    return;
+  }
+  int mine = local_error.empty() ? comm->nprocs : comm->me;
+  int first = comm->nprocs;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
+  if (first == comm->nprocs) return;
+  int len = (comm->me == first) ? static_cast<int>(local_error.size()) : 0;
+  MPI_Bcast(&len, 1, MPI_INT, first, world);
+  std::string msg(local_error);
+  msg.resize(len);
+  MPI_Bcast(&msg[0], len, MPI_CHAR, first, world);
+  if (first != 0) msg += fmt::format(" (on MPI rank {})", first);
+  error->all(FLERR, msg);
+}
+
+/* ----------------------------------------------------------------------
+   pair_style facet MODEL [graph auto|folded|ghost]
+------------------------------------------------------------------------- */
+
+void PairFacet::settings(int narg, char **arg)
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR,
+               "Pair style facet requires 'units metal' (Facet models use eV and Angstrom); "
+               "this input uses 'units {}'",
+               update->unit_style);
+  if (narg < 1) error->all(FLERR, "Illegal pair_style facet command: expected 'pair_style facet MODEL [graph auto|folded|ghost]'");
+
+  GraphMode request = GRAPH_AUTO;
+  for (int iarg = 1; iarg < narg; iarg += 2) {
+    if (strcmp(arg[iarg], "graph") == 0) {
+      if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style facet graph", error);
+      if (strcmp(arg[iarg + 1], "auto") == 0)
+        request = GRAPH_AUTO;
+      else if (strcmp(arg[iarg + 1], "folded") == 0)
+        request = GRAPH_FOLDED;
+      else if (strcmp(arg[iarg + 1], "ghost") == 0)
+        request = GRAPH_GHOST;
+      else
+        error->all(FLERR, "Illegal pair_style facet graph value '{}': use auto, folded or ghost",
+                   arg[iarg + 1]);
+    } else {
+      error->all(FLERR, "Unknown pair_style facet keyword '{}'", arg[iarg]);
+    }
+  }
+  graph_request = request;
+
+  const std::string spec = arg[0];
+  if (model && spec == model_spec) return;    // same model: keep it
+
+  model.reset();
+  model_spec.clear();
+  std::string failure, interpreter;
+  try {
+    interpreter = FacetMD::ensure_python();
+    model.reset(new FacetMD::PythonModel(spec));
+  } catch (std::exception &e) {
+    failure = e.what();
+    model.reset();
+  }
+  if (failure.empty()) {
+    const auto &info = model->info();
+    if (info.elements.empty())
+      failure = "model '" + spec + "' lists no elements";
+    else if (!(info.cutoff > 0.0) || !std::isfinite(info.cutoff))
+      failure = "model '" + spec + "' has an invalid cutoff";
+    else if (info.num_layers < 1)
+      failure = "model '" + spec + "' has an invalid number of layers";
+  }
+  if (!failure.empty()) {
+    model.reset();
+    failure = "Pair style facet cannot load model '" + spec + "': " + failure;
+  }
+  check_collective(failure);
+
+  model_spec = spec;
+  model_cutoff = model->info().cutoff;
+  model_layers = model->info().num_layers;
+  if (comm->me == 0)
+    utils::logmesg(lmp, "Facet model {}: {}\n  elements: {}; cutoff {} A; {} message-passing "
+                        "layers; {}\n  using {}\n",
+                   spec, model->info().description, join(model->info().elements),
+                   model_cutoff, model_layers, model->info().dtype, interpreter);
+
+  // a new model invalidates the element mapping
+  if (allocated) {
+    for (int i = 0; i <= atom->ntypes; i++) {
+      type2species[i] = -1;
+      for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
+    }
+  }
+}
+
+/* ----------------------------------------------------------------------
+   pair_coeff * * El1 El2 ... (NULL = type not handled by this style)
+------------------------------------------------------------------------- */
+
+void PairFacet::coeff(int narg, char **arg)
+{
+  if (!model) error->all(FLERR, "pair_coeff for pair style facet before a model is loaded");
+  if (!allocated) allocate();
+
+  const int ntypes = atom->ntypes;
+  if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "Pair style facet expects 'pair_coeff * * El1 El2 ...' with one element "
+                      "symbol (or NULL) per atom type");
+  if (narg - 2 != ntypes)
+    error->all(FLERR,
+               "Pair style facet: pair_coeff * * needs one element symbol per atom type; "
+               "the box has {} atom type(s) but {} symbol(s) were given",
+               ntypes, narg - 2);
+
+  const auto &elements = model->info().elements;
+  for (int t = 1; t <= ntypes; t++) {
+    const std::string sym = arg[t + 1];
+    if (sym == "NULL") {
+      type2species[t] = -1;
+      continue;
+    }
+    auto it = std::find(elements.begin(), elements.end(), sym);
+    if (it == elements.end())
+      error->all(FLERR,
+                 "Pair style facet: element '{}' (atom type {}) is not in the model; the model "
+                 "knows: {}",
+                 sym, t, join(elements));
+    type2species[t] = static_cast<int>(it - elements.begin());
+  }
+
+  int count = 0;
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++)
+      if (type2species[i] >= 0 && type2species[j] >= 0) {
+        setflag[i][j] = 1;
+        count++;
+      } else {
+        setflag[i][j] = 0;
+      }
+  if (count == 0) error->all(FLERR, "Pair style facet: pair_coeff maps no atom type to an element");
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairFacet::init_style()
+{
+  if (!model) error->all(FLERR, "Pair style facet has no model loaded");
+  if (atom->tag_enable == 0) error->all(FLERR, "Pair style facet requires atom IDs");
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "Pair style facet requires 'units metal'; this input uses 'units {}'",
+               update->unit_style);
+
+  if (graph_request == GRAPH_FOLDED && comm->nprocs > 1)
+    error->all(FLERR,
+               "Pair style facet 'graph folded' works on one MPI rank only ({} ranks in use); "
+               "use 'graph ghost' or 'graph auto'",
+               comm->nprocs);
+  ghost_nodes = (graph_request == GRAPH_GHOST) || (graph_request == GRAPH_AUTO && comm->nprocs > 1);
+
+  if (ghost_nodes) {
+    // message passing over L layers reaches L x cutoff: every atom within
+    // that distance of an owned atom (plus the skin, since ghost atoms are
+    // only refreshed on reneighboring) must be present, with neighbours
+    if (comm->mode != Comm::SINGLE)
+      error->all(FLERR, "Pair style facet with ghost-atom graphs requires 'comm_modify mode single'");
+    const double skin = neighbor->skin;
+    const double needed = model_layers * model_cutoff + skin;
+    const double have = std::max(comm->cutghostuser, model_cutoff + skin);
+    if (have < needed * (1.0 - 1e-12))
+      error->all(FLERR,
+                 "Pair style facet on {} MPI rank(s) builds its graph from ghost atoms and needs "
+                 "them out to num_layers x cutoff + skin = {} x {} + {} = {} A, but the "
+                 "communication cutoff is {} A. Add 'comm_modify cutoff {}' (or larger) before "
+                 "the run",
+                 comm->nprocs, model_layers, model_cutoff, skin, needed, have,
+                 std::ceil(needed * 1000.0) / 1000.0);
+    ghostneigh = 1;
+    neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  } else {
+    ghostneigh = 0;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+  }
+
+  // newton_pair off with ghost nodes: LAMMPS does not reverse-communicate
+  // ghost forces, so this style does (forces + per-atom virial)
+  comm_reverse = 0;
+  comm_reverse_off = (ghost_nodes && !force->newton_pair) ? 9 : 0;
+}
+
+/* ---------------------------------------------------------------------- */
+
+double PairFacet::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0 && !(type2species[i] >= 0 && type2species[j] >= 0))
+    error->all(FLERR, "All pair coeffs are not set");
+  cutghost[i][j] = cutghost[j][i] = model_cutoff;
+  return model_cutoff;
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairFacet::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+
+  FacetMD::AtomData atoms;
+  atoms.nlocal = nlocal;
+  atoms.nghost = atom->nghost;
+  atoms.x = atom->x;
+  atoms.type = atom->type;
+  atoms.tag = atom->tag;
+  FacetMD::NeighborData neigh;
+  neigh.inum = list->inum;
+  neigh.gnum = ghost_nodes ? list->gnum : 0;
+  neigh.ilist = list->ilist;
+  neigh.numneigh = list->numneigh;
+  neigh.firstneigh = list->firstneigh;
+
+  std::string failure;
+  if (ghost_nodes) {
+    builder.build_ghost(atoms, neigh, type2species, model_cutoff, graph);
+  } else if (!builder.build_folded(atoms, neigh, type2species, model_cutoff, graph)) {
+    failure = "Pair style facet: a ghost atom has no owned counterpart on this rank "
+              "(folded graphs need one MPI rank and atom IDs); use 'graph ghost'";
+  }
+
+  // ranks owning no mapped atom contribute nothing: skip the model call
+  bool any_owned = false;
+  for (int i = 0; i < nlocal && !any_owned; i++) any_owned = graph.energy_mask[i] != 0.0;
+
+  if (failure.empty() && any_owned) {
+    try {
+      model->compute(graph.edge_vectors.data(), graph.senders.data(), graph.receivers.data(),
+                     graph.nedges, graph.species.data(), graph.energy_mask.data(), graph.nnodes,
+                     atom_energies, de_dedge);
+    } catch (std::exception &e) {
+      failure = std::string("Pair style facet: model evaluation failed: ") + e.what();
+    }
+  }
+  check_collective(failure);
+  if (!any_owned) {    // nothing to add here, but take part in any reverse communication
+    atom_energies.assign(graph.nnodes, 0.0);
+    de_dedge.assign(3 * graph.nedges, 0.0);
+  }
+
+  // energies of owned atoms
+
+  if (eflag_either) {
+    for (int i = 0; i < nlocal; i++) {
+      if (graph.energy_mask[i] == 0.0) continue;
+      if (eflag_global) eng_vdwl += atom_energies[i];
+      if (eflag_atom) eatom[i] += atom_energies[i];
+    }
+  }
+
+  // forces and virials from dE/dr_e (export/README.md):
+  //   F_sender -= g_e, F_receiver += g_e, W = -sum_e r_e (x) g_e,
+  //   per-atom virial: half of edge e's term to each of its two atoms
+
+  const bool own_reverse = ghost_nodes && !force->newton_pair;
+  double **f = atom->f;
+  double *fb = nullptr, *vb = nullptr;
+  if (own_reverse) {
+    fbuf.assign(3 * static_cast<size_t>(nall), 0.0);
+    fb = fbuf.data();
+    if (vflag_atom) {
+      vbuf.assign(6 * static_cast<size_t>(nall), 0.0);
+      vb = vbuf.data();
+    }
+  }
+
+  const double *r = graph.edge_vectors.data();
+  const double *g = de_dedge.data();
+  const int32_t *snd = graph.senders.data();
+  const int32_t *rcv = graph.receivers.data();
+  const int64_t nedges = graph.nedges;
+  double vsum[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+
+  for (int64_t e = 0; e < nedges; e++) {
+    const double gx = g[3 * e], gy = g[3 * e + 1], gz = g[3 * e + 2];
+    const int s = snd[e], t = rcv[e];
+    if (fb) {
+      fb[3 * s] -= gx;
+      fb[3 * s + 1] -= gy;
+      fb[3 * s + 2] -= gz;
+      fb[3 * t] += gx;
+      fb[3 * t + 1] += gy;
+      fb[3 * t + 2] += gz;
+    } else {
+      f[s][0] -= gx;
+      f[s][1] -= gy;
+      f[s][2] -= gz;
+      f[t][0] += gx;
+      f[t][1] += gy;
+      f[t][2] += gz;
+    }
+    if (vflag_either) {
+      const double rx = r[3 * e], ry = r[3 * e + 1], rz = r[3 * e + 2];
+      double v[6];
+      v[0] = -rx * gx;
+      v[1] = -ry * gy;
+      v[2] = -rz * gz;
+      v[3] = -0.5 * (rx * gy + ry * gx);
+      v[4] = -0.5 * (rx * gz + rz * gx);
+      v[5] = -0.5 * (ry * gz + rz * gy);
+      if (vflag_global)
+        for (int k = 0; k < 6; k++) vsum[k] += v[k];
+      if (vflag_atom) {
+        if (vb) {
+          for (int k = 0; k < 6; k++) {
+            vb[6 * s + k] += 0.5 * v[k];
+            vb[6 * t + k] += 0.5 * v[k];
+          }
+        } else {
+          for (int k = 0; k < 6; k++) {
+            vatom[s][k] += 0.5 * v[k];
+            vatom[t][k] += 0.5 * v[k];
+          }
+        }
+      }
+    }
+  }
+  if (vflag_global)
+    for (int k = 0; k < 6; k++) virial[k] += vsum[k];
+
+  if (own_reverse) {
+    reverse_vatom = vb ? 1 : 0;
+    comm->reverse_comm(this);
+    for (int i = 0; i < nlocal; i++) {
+      f[i][0] += fb[3 * i];
+      f[i][1] += fb[3 * i + 1];
+      f[i][2] += fb[3 * i + 2];
+    }
+    if (vb)
+      for (int i = 0; i < nlocal; i++)
+        for (int k = 0; k < 6; k++) vatom[i][k] += vb[6 * i + k];
+  }
+}
+
+/* ----------------------------------------------------------------------
+   reverse communication of ghost forces (+ per-atom virials), newton off
+------------------------------------------------------------------------- */
+
+int PairFacet::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  const int last = first + n;
+  for (int i = first; i < last; i++) {
+    for (int k = 0; k < 3; k++) buf[m++] = fbuf[3 * static_cast<size_t>(i) + k];
+    if (reverse_vatom)
+      for (int k = 0; k < 6; k++) buf[m++] = vbuf[6 * static_cast<size_t>(i) + k];
+  }
+  return m;
+}
+
+void PairFacet::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  int m = 0;
+  for (int i = 0; i < n; i++) {
+    const size_t j = list[i];
+    for (int k = 0; k < 3; k++) fbuf[3 * j + k] += buf[m++];
+    if (reverse_vatom)
+      for (int k = 0; k < 6; k++) vbuf[6 * j + k] += buf[m++];
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+double PairFacet::memory_usage()
+{
+  double bytes = Pair::memory_usage();
+  bytes += graph.edge_vectors.capacity() * sizeof(double);
+  bytes += (graph.senders.capacity() + graph.receivers.capacity() + graph.species.capacity()) *
+      sizeof(int32_t);
+  bytes += graph.energy_mask.capacity() * sizeof(double);
+  bytes += (atom_energies.capacity() + de_dedge.capacity() + fbuf.capacity() + vbuf.capacity()) *
+      sizeof(double);
+  bytes += builder.memory_usage();
+  return bytes;
+}

@@ -1,0 +1,72 @@
+/* Facet-MD: LAMMPS pair style `facet` (a JAX-exported Facet model).
+ *
+ *   pair_style facet MODEL [graph auto|folded|ghost]
+ *   pair_coeff * * El1 El2 ...        (one element symbol or NULL per atom type)
+ *
+ * MODEL is a Facet model file (or a `python:MODULE:CALLABLE[:ARG]` runner
+ * factory, see facet/lammps_bridge.py).  `graph` selects how the neighbour
+ * list becomes the model's graph (see graph_builder.h): `folded` (one MPI
+ * rank; ghost neighbours folded onto their owned atoms), `ghost` (ghost atoms
+ * are graph nodes with zero energy mask; needs `comm_modify cutoff` >=
+ * num_layers x cutoff + skin), or `auto` (default: folded on one rank, ghost
+ * on several).
+ */
+#ifndef LMP_PAIR_FACET_H
+#define LMP_PAIR_FACET_H
+
+#include "pair.h"
+
+#include "graph_builder.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace FacetMD {
+class PythonModel;
+}
+
+namespace LAMMPS_NS {
+
+class PairFacet : public Pair {
+ public:
+  PairFacet(class LAMMPS *);
+  ~PairFacet() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+  double memory_usage() override;
+
+ protected:
+  enum GraphMode { GRAPH_AUTO, GRAPH_FOLDED, GRAPH_GHOST };
+
+  std::unique_ptr<FacetMD::PythonModel> model;
+  std::string model_spec;
+  GraphMode graph_request;
+  bool ghost_nodes;       // current run uses the GHOST node layout
+  double model_cutoff;    // Å
+  int model_layers;
+
+  std::vector<int> type2species;    // per LAMMPS type (1-based), -1 = NULL
+  FacetMD::GraphBuilder builder;
+  FacetMD::Graph graph;
+  std::vector<double> atom_energies, de_dedge;
+
+  // own reverse communication of ghost forces / per-atom virials (ghost
+  // layout with newton_pair off, where LAMMPS does not reverse-communicate)
+  std::vector<double> fbuf, vbuf;
+  int reverse_vatom;
+
+  void allocate();
+  void check_collective(const std::string &local_error);
+};
+
+}    // namespace LAMMPS_NS
+
+#endif

@@ -1,0 +1,145 @@
+"""pair_style facet: every user error gives a clear LAMMPS ERROR, never a
+crash or a hang (each run is a subprocess with a timeout)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_lammps_support import (
+    StandInConfig,
+    new_lammps,
+    plugin_path,
+    run_lmp,
+    si_diamond,
+    standin_model_file,
+    write_lammps_data,
+)
+
+CONFIG = StandInConfig(num_layers=2, cutoff=4.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _plugin():
+    plugin_path()
+
+
+def lmp_input(data, *, units="metal", pair_style=None, pair_coeff="* * Si O", extra="", run="run 0"):
+    return f"""
+plugin load {plugin_path()}
+units {units}
+atom_style atomic
+read_data {data}
+pair_style facet {pair_style or standin_model_file(CONFIG)}
+pair_coeff {pair_coeff}
+{extra}
+{run}
+"""
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "si.data"
+    write_lammps_data(path, si_diamond(), ["Si", "O"])
+    return path
+
+
+def expect_error(tmp_path, text, *fragments, np_=1, timeout=120):
+    proc = run_lmp(text, tmp_path, np_=np_, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    error_lines = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert error_lines, out[-2000:]
+    message = " ".join(error_lines)
+    for fragment in fragments:
+        assert fragment in message, message
+    for bad in ("Segmentation", "core dumped", "Traceback", "terminate called"):
+        assert bad not in out, out[-2000:]
+    return message
+
+
+def test_missing_model_file(tmp_path, data_file):
+    expect_error(tmp_path, lmp_input(data_file, pair_style="no/such/model.hlo"),
+                 "cannot load model 'no/such/model.hlo'", "model file not found")
+
+
+@pytest.mark.parametrize("content", [b"this is not a Facet model\x00\x01", b""])
+def test_invalid_model_file(tmp_path, data_file, content):
+    """The model loader's own message (facet.modelfile.ModelFileError) is shown."""
+    bad = tmp_path / "garbage.hlo"
+    bad.write_bytes(content)
+    from facet.modelfile import ModelFileError
+    from facet.runtime import ModelRunner
+
+    with pytest.raises(ModelFileError) as info:
+        ModelRunner(str(bad))
+    expect_error(tmp_path, lmp_input(data_file, pair_style=str(bad)), "cannot load model", str(info.value))
+
+
+def test_loader_message_passed_through(tmp_path, data_file):
+    expect_error(tmp_path, lmp_input(data_file, pair_style="python:test_lammps_support:make_failing_runner:load"),
+                 "stand-in refuses to load (bad weights)")
+
+
+def test_runner_without_interface(tmp_path, data_file):
+    expect_error(tmp_path, lmp_input(data_file, pair_style="python:test_lammps_support:make_failing_runner:attrs"),
+                 "does not follow the runner interface")
+
+
+def test_element_not_in_model(tmp_path, data_file):
+    expect_error(tmp_path, lmp_input(data_file, pair_coeff="* * Si Xx"),
+                 "element 'Xx' (atom type 2) is not in the model", "O H Si")
+
+
+def test_wrong_number_of_elements(tmp_path, data_file):
+    expect_error(tmp_path, lmp_input(data_file, pair_coeff="* * Si"),
+                 "2 atom type(s) but 1 symbol(s)")
+    expect_error(tmp_path, lmp_input(data_file, pair_coeff="* * Si O O"),
+                 "2 atom type(s) but 3 symbol(s)")
+    expect_error(tmp_path, lmp_input(data_file, pair_coeff="1 1 Si O"), "must start with * *")
+
+
+def test_units_not_metal(tmp_path, data_file):
+    expect_error(tmp_path, lmp_input(data_file, units="real"), "requires 'units metal'", "'units real'")
+
+
+def test_comm_cutoff_too_small_multirank(tmp_path, data_file):
+    msg = expect_error(tmp_path, lmp_input(data_file), "comm_modify cutoff 10", "2 x 4 + 2 = 10",
+                       np_=2)
+    # the same input is fine on one rank (folded graph)
+    proc = run_lmp(lmp_input(data_file), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_folded_graph_multirank(tmp_path, data_file):
+    expect_error(tmp_path, lmp_input(data_file, pair_style=standin_model_file(CONFIG) + " graph folded",
+                                     extra="comm_modify cutoff 10"),
+                 "'graph folded' works on one MPI rank only", np_=2)
+
+
+def test_model_failure_on_one_rank_is_collective(tmp_path, data_file):
+    """A Python exception on rank 1 only: every rank stops with the message."""
+    expect_error(tmp_path, lmp_input(data_file, pair_style="python:test_lammps_support:make_failing_runner:call_rank1",
+                                     extra="comm_modify cutoff 6"),
+                 "model evaluation failed", "RuntimeError: stand-in failure on rank 1", "(on MPI rank 1)",
+                 np_=2)
+
+
+@pytest.mark.parametrize("mode,fragment", [("shape", "atom energies for"), ("nan", "non-finite")])
+def test_bad_model_outputs(tmp_path, data_file, mode, fragment):
+    expect_error(tmp_path, lmp_input(data_file, pair_style=f"python:test_lammps_support:make_failing_runner:{mode}"),
+                 "model evaluation failed", fragment)
+
+
+def test_errors_are_python_exceptions_in_process(data_file):
+    """Driven from Python, a pair_coeff error raises and the instance survives."""
+    lmp = new_lammps()
+    try:
+        lmp.commands_string(f"units metal\nread_data {data_file}\npair_style facet {standin_model_file(CONFIG)}")
+        with pytest.raises(Exception, match="not in the model"):
+            lmp.command("pair_coeff * * Si Xx")
+        lmp.command("pair_coeff * * Si O")
+        lmp.command("run 0")
+        assert np.isfinite(lmp.get_thermo("pe"))
+    finally:
+        lmp.close()
