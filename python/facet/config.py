@@ -74,7 +74,9 @@ class TrainConfig:
     # step-size estimate (keep 1.0) and is Adam's step size.
     optimizer: str = "prodigy"
     learning_rate: float = 1.0
-    prodigy_d0: float = 1e-6
+    # Prodigy's initial step-size estimate: 1e-3 starts learning within ~30 steps
+    # on the bundled data, the optax default 1e-6 only after ~80.
+    prodigy_d0: float = 1e-3
     warmup_fraction: float = 0.08
     weight_decay: float = 1e-4
     prodigy_eps: float = 1e-4

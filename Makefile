@@ -1,0 +1,36 @@
+# Set-up and everyday commands. Everything lives in .venv/ inside the repository.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.facet-installed
+
+.PHONY: install demo test test-slow test-all bench clean
+
+# Create the venv and install Facet (building the LAMMPS plugin) with its test tools.
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Train a small Facet model on the bundled data, export it, run ASE and LAMMPS MD with it.
+demo: $(STAMP)
+	$(PY) examples/demo.py --out demo
+
+# The default suite (slow tests are marked and run with `make test-slow`).
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_throughput.py --out benchmarks/out
+
+clean:
+	rm -rf $(VENV) build _skbuild demo .pytest_cache

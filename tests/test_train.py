@@ -1,0 +1,147 @@
+"""Training: losses over devices, NaN handling, config overrides, CLI errors,
+resume after SIGKILL, and a short run that lowers the validation error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from facet import data as fdata
+from facet import graph as fgraph
+from facet import train
+from facet.config import TrainConfig, apply_override, load_config
+
+TINY = [
+    "model.hidden_irreps=8x0e+4x1o+4x2e", "model.embedding_channels=8", "model.scalar_channels=8",
+    "model.scalar_mlp_hidden=8", "model.mixer_channels=4", "model.mixer_heads=2", "model.mixer_hidden=4",
+    "model.graph_cutoff=4.0", "model.r_max_init=3.6", "max_batch_shapes=1", "batch_size=4",
+]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """120 structures (8 trajectories) of the bundled SiO2 data."""
+    structures = fdata.read_structures(fdata.default_dataset_path())
+    groups = sorted({s.group for s in structures})[:8]
+    subset = [s for s in structures if s.group in groups]
+    path = tmp_path_factory.mktemp("data") / "small.extxyz"
+    from ase.io import write
+
+    write(path, [s.to_atoms() for s in subset], format="extxyz")
+    return path
+
+
+def make_trainer(path, tmp_path, extra=()):
+    cfg = load_config(None, TINY + list(extra))
+    data = train.prepare_data([path], cfg, log=lambda *a: None)
+    return train.Trainer(cfg, data, tmp_path, progress=False, log=lambda *a: None)
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = apply_override(TrainConfig(), "model.hidden_irreps=16x0e+8x1o")
+    cfg = apply_override(cfg, "batch_size=16")
+    cfg = apply_override(cfg, "r_max_init=4.5")  # model fields without the prefix
+    assert cfg.batch_size == 16 and cfg.model.hidden_irreps == "16x0e+8x1o" and cfg.model.r_max_init == 4.5
+    with pytest.raises(ValueError, match="unknown config field"):
+        apply_override(cfg, "batchsize=3")
+    with pytest.raises(ValueError, match="must be an integer"):
+        apply_override(cfg, "batch_size=2.5")
+
+
+def test_two_devices_give_the_one_device_loss_and_gradient(small_data, tmp_path):
+    assert jax.local_device_count() >= 2, "conftest forces 2 host devices"
+    # float64 so that the comparison is not limited by float32 summation order.
+    t1 = make_trainer(small_data, tmp_path / "a", ["num_devices=1", "model.dtype=float64"])
+    t2 = make_trainer(small_data, tmp_path / "b", ["num_devices=2", "model.dtype=float64"])
+    params = t1.params
+    graphs = t1.data.train[:4]
+    results = []
+    for t, devices in ((t1, 1), (t2, 2)):
+        loader = fgraph.BatchLoader(graphs, 4, shuffle=False, num_devices=devices)
+        batch = t._put(next(loader.epoch(0)))
+        assert batch.species.shape[0] == devices
+
+        def loss(p, batch=batch, t=t):
+            return train.loss_from_sums(train.stacked_sums(t.module, p, batch, t.cfg), t.cfg)
+
+        value, grads = jax.jit(jax.value_and_grad(loss))(jax.device_put(params, t.replicated))
+        results.append((float(value), grads))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-10)
+    for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-8, atol=1e-12)
+
+
+def test_non_finite_step_is_skipped(small_data, tmp_path):
+    t = make_trainer(small_data, tmp_path)
+    batch = next(t.train_loader.epoch(0))
+    bad = batch._replace(energy=np.where(batch.graph_mask, np.nan, 0.0))
+    before = jax.tree.map(np.asarray, t.params)
+    params, opt_state, loss, _, finite = t._update(t.params, t.opt_state, t._put(bad), 1.0)
+    assert not bool(finite) and not np.isfinite(float(loss))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(b), a)
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "facet.train", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not found"),
+    ("", "no structures"),
+    ("2\nProperties=species:S:1:pos:R:3 energy=-1.0 pbc=\"F F F\"\nSi 0 0 0\nSi 0 0\n", "line"),
+    ("1\nProperties=species:S:1:pos:R:3 energy=-1.0 pbc=\"F F F\"\nSi 0 0 0\n", "forces"),
+])
+def test_cli_reports_bad_data_clearly(tmp_path, content, message):
+    path = tmp_path / "data.extxyz"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli("--data", str(path), "--out", str(tmp_path / "run"), "--max-steps", "1")
+    assert result.returncode == 2, result.stderr
+    assert str(path) in result.stderr and message in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_short_training_lowers_validation_error(small_data, tmp_path):
+    t = make_trainer(small_data, tmp_path, ["eval_every=1000", "ema_every=1", "ema_decay=0.5"])
+    before = t.evaluate(t.valid_loader, t.params)
+    t.run(max_steps=60)
+    after = t.evaluate(t.valid_loader)
+    print(f"valid force MAE {before['force_mae_mev_A']:.0f} -> {after['force_mae_mev_A']:.0f} meV/Å, "
+          f"energy {before['energy_mae_mev_atom']:.1f} -> {after['energy_mae_mev_atom']:.1f} meV/atom")
+    assert after["energy_mae_mev_atom"] < 0.8 * before["energy_mae_mev_atom"]
+    assert after["force_mae_mev_A"] < before["force_mae_mev_A"]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("valid_force_mae_mev_A" in r for r in lines) and any("loss" in r for r in lines)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(small_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", str(small_data), "--out", str(out), "--max-steps", "400", "--no-progress",
+            *sum((["--set", s] for s in TINY + ["checkpoint_every_minutes=0.05", "eval_every=10000"]), [])]
+    proc = subprocess.Popen([sys.executable, "-m", "facet.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 600
+    while not last.exists() and time.time() < deadline:
+        time.sleep(1)
+    time.sleep(5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    from facet import checkpoint
+
+    killed_at = checkpoint.load(last)["step"]
+    assert 0 < killed_at < 400
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resuming {out} from step {killed_at}" in result.stdout
+    assert checkpoint.load(last)["step"] == 400
