@@ -1,0 +1,381 @@
+"""Export a trained Facet model to a self-contained model file, and inspect one.
+
+    python -m facet.export CHECKPOINT -o model.hlo [--dtype float32|float64] [--platforms cpu[,cuda]]
+    python -m facet.export inspect model.hlo [--json]
+
+The file holds the EMA parameters baked into a ``jax.export`` program with
+symbolic shapes (N atoms, E edges), wrapped in the container of
+``facet.modelfile``.  Its contract is ``export/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from facet import modelfile
+from facet.modelfile import ModelFileError
+from facet.runtime import DEFAULT_BUCKETS
+
+DEFAULT_PLATFORMS = ("cpu",)
+KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+SYMBOLS = "N, E"
+
+
+# ----------------------------------------------------------------------------
+# exporting a contract function
+
+
+def _x64(enabled: bool):
+    import jax
+
+    return jax.enable_x64(enabled)
+
+
+def export_program(fn: Callable, dtype: str = "float32", platforms: Sequence[str] = DEFAULT_PLATFORMS):
+    """Export ``fn(edge_vectors, senders, receivers, species, energy_mask)`` with
+    symbolic shapes ``(N, E)``.  Returns a ``jax.export.Exported``."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    platforms = tuple(platforms)
+    unknown = [p for p in platforms if p not in KNOWN_PLATFORMS]
+    if unknown or not platforms:
+        raise ValueError(f"unknown platform(s) {unknown or platforms}; choose from {KNOWN_PLATFORMS}")
+    with _x64(dtype == "float64"):
+        dt = jnp.dtype(dtype)
+        n, e = export.symbolic_shape(SYMBOLS)
+        specs = (
+            jax.ShapeDtypeStruct((e, 3), dt),
+            jax.ShapeDtypeStruct((e,), jnp.int32),
+            jax.ShapeDtypeStruct((e,), jnp.int32),
+            jax.ShapeDtypeStruct((n,), jnp.int32),
+            jax.ShapeDtypeStruct((n,), dt),
+        )
+        exported = export.export(jax.jit(fn), platforms=platforms)(*specs)
+    got = [str(a.dtype) for a in exported.out_avals]
+    if got != [dtype, dtype]:
+        raise ValueError(f"exported function returns {got}, expected two {dtype} arrays")
+    return exported
+
+
+def _jsonable(obj: Any) -> Any:
+    """Best-effort conversion of metadata (numpy scalars, tuples, paths) to JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def make_header(
+    *,
+    elements: Sequence[str],
+    cutoff: float,
+    num_layers: int,
+    dtype: str,
+    graph_cutoff: float | None = None,
+    parameter_count: int | None = None,
+    info: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    buckets: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model-description part of a file header (``save_model_file`` adds the rest)."""
+    from ase.data import atomic_numbers
+
+    elements = [str(e) for e in elements]
+    bad = [e for e in elements if e not in atomic_numbers]
+    if bad:
+        raise ValueError(f"unknown element symbol(s) {bad}")
+    graph_cutoff = float(cutoff if graph_cutoff is None else graph_cutoff)
+    info = dict(info or {})
+    header: dict[str, Any] = {
+        "format": "facet-model",
+        "elements": elements,
+        "atomic_numbers": [int(atomic_numbers[e]) for e in elements],
+        "cutoff": float(cutoff),
+        "graph_cutoff": graph_cutoff,
+        "num_layers": int(num_layers),
+        "dtype": dtype,
+        "parameter_count": None if parameter_count is None else int(parameter_count),
+        "training": _jsonable(info),
+        "units": {"energy": "eV", "length": "Angstrom"},
+        "function": {
+            "inputs": ["edge_vectors", "senders", "receivers", "species", "energy_mask"],
+            "outputs": ["atom_energies", "dE_dedge"],
+        },
+        "shape_policy": {"kind": "symbolic", "symbols": SYMBOLS, "buckets": dict(buckets or DEFAULT_BUCKETS)},
+        "padding": {
+            "species": 0,
+            "energy_mask": 0.0,
+            "edge_length": 2.0 * max(float(cutoff), graph_cutoff) + 1.0,
+        },
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if model_config is not None:
+        header["model_config"] = _jsonable(model_config)
+    return header
+
+
+# ----------------------------------------------------------------------------
+# exporting a Facet model
+
+
+def contract_function(config, params, dtype: str | None = None) -> tuple[Callable, Any, str]:
+    """The in-process contract function of a Facet model (params cast to ``dtype``)."""
+    from facet import model
+
+    dtype = dtype or getattr(config, "dtype", "float32")
+    module = model.build(config)
+    with _x64(dtype == "float64"):
+        cast = model.cast_params(params, dtype)
+
+    def fn(edge_vectors, senders, receivers, species, energy_mask):
+        return model.energy_and_edge_gradients(
+            module, cast, edge_vectors, senders, receivers, species, energy_mask
+        )
+
+    return fn, cast, dtype
+
+
+def model_header(config, params, dtype: str, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    from facet import model
+
+    return make_header(
+        elements=config.elements,
+        cutoff=model.trained_cutoff(params, config),
+        graph_cutoff=config.graph_cutoff,
+        num_layers=config.num_layers,
+        dtype=dtype,
+        parameter_count=model.count_parameters(params),
+        info=info,
+        model_config=dataclasses.asdict(config),
+    )
+
+
+def export_to_memory(config, params, dtype: str | None = None, platforms=DEFAULT_PLATFORMS, info=None):
+    """(header, Exported) without writing a file."""
+    fn, _, dtype = contract_function(config, params, dtype)
+    exported = export_program(fn, dtype, platforms)
+    return model_header(config, params, dtype, info), exported
+
+
+def export_model(
+    config,
+    params,
+    path,
+    dtype: str | None = None,
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export ``params`` (use the EMA parameters) of a Facet model to ``path``.
+
+    ``dtype`` defaults to ``config.dtype``.  Returns the header as written.
+    """
+    header, exported = export_to_memory(config, params, dtype, platforms, info)
+    return modelfile.save_model_file(path, exported, header)
+
+
+# ----------------------------------------------------------------------------
+# self-check: the file against the in-process function
+
+
+def probe_structure(elements: Sequence[str], cutoff: float, n_atoms: int = 8, seed: int = 0):
+    """A small random non-periodic cluster with all pairs within the cutoff as edges."""
+    rng = np.random.default_rng(seed)
+    spacing = min(2.2, 0.45 * cutoff)
+    pos = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n_atoms]
+    pos = pos * spacing + rng.normal(scale=0.1 * spacing, size=pos.shape)
+    d = pos[None, :, :] - pos[:, None, :]  # d[r, s] = x_s - x_r
+    dist = np.linalg.norm(d, axis=-1)
+    receivers, senders = np.nonzero((dist < cutoff) & (dist > 0))
+    species = np.arange(len(pos)) % len(elements)
+    return d[receivers, senders], senders, receivers, species, np.ones(len(pos))
+
+
+def self_check(path, fn: Callable, header: dict[str, Any]) -> dict[str, float]:
+    """Relative max differences between the model file and the in-process function."""
+    from facet.runtime import ModelRunner
+
+    args = probe_structure(header["elements"], header["cutoff"])
+    exported_runner = ModelRunner(path)
+    inprocess_runner = ModelRunner((header, fn))
+    e1, g1 = exported_runner(*args)
+    e2, g2 = inprocess_runner(*args)
+    return {
+        "energy": float(abs(e1.sum() - e2.sum()) / max(abs(e2.sum()), 1e-12)),
+        "atom_energies": float(np.max(np.abs(e1 - e2)) / max(np.max(np.abs(e2)), 1e-12)),
+        "dE_dedge": float(np.max(np.abs(g1 - g2)) / max(np.max(np.abs(g2)), 1e-12)),
+    }
+
+
+# ----------------------------------------------------------------------------
+# inspect
+
+
+def describe(header: dict[str, Any], path=None, problems: Sequence[str] = ()) -> str:
+    def fmt(v, spec=".4g"):
+        return "unknown" if v is None else format(v, spec)
+
+    lines = []
+    size = Path(path).stat().st_size if path is not None else None
+    title = f"{path}: " if path is not None else ""
+    lines.append(
+        f"{title}Facet model file, format version {header.get('format_version')}"
+        + (f", {size / 1e6:.2f} MB" if size is not None else "")
+    )
+    lines.append(f"  elements:        {' '.join(header['elements'])}")
+    lines.append(
+        f"  cutoff:          {fmt(header['cutoff'], '.6g')} A (trained r_max; graph cutoff "
+        f"{fmt(header.get('graph_cutoff'), '.6g')} A)"
+    )
+    pc = header.get("parameter_count")
+    lines.append(
+        f"  model:           {header['num_layers']} message-passing layers, "
+        f"{'unknown' if pc is None else f'{pc:,}'} parameters, {header['dtype']}"
+    )
+    lines.append(f"  platforms:       {', '.join(header['platforms'])}")
+    lines.append(
+        f"  exported with:   jax {header['jax_version']}, jaxlib {header.get('jaxlib_version', '?')}, "
+        f"facet {header.get('facet_version', '?')}, {header.get('created', 'unknown date')}"
+    )
+    sp = header.get("shape_policy") or {}
+    b = sp.get("buckets") or {}
+    lines.append(
+        f"  shapes:          {sp.get('kind', '?')} ({sp.get('symbols', '?')}); buckets: "
+        f"{b.get('steps_per_octave')} steps per octave, min atoms {b.get('min_atoms')}, "
+        f"min edges {b.get('min_edges')}"
+    )
+    lines.append(
+        f"  payload:         {header['payload_bytes']:,} bytes, sha256 {header['payload_sha256'][:16]}..."
+    )
+    training = header.get("training") or {}
+    if training:
+        lines.append("  training:")
+        for key, value in training.items():
+            text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            if len(text) > 100:
+                text = text[:97] + "..."
+            lines.append(f"    {key}: {text}")
+    if problems:
+        lines.append("  NOT USABLE HERE:")
+        lines.extend(f"    {p}" for p in problems)
+    else:
+        lines.append("  status:          checksums OK, loadable with this installation")
+    return "\n".join(lines)
+
+
+def inspect(path, as_json: bool = False, out=None) -> int:
+    out = sys.stdout if out is None else out
+    try:
+        header = modelfile.read_header(path, verify_payload=True)
+    except ModelFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    problems = []
+    try:
+        modelfile.check_compatibility(header, str(path))
+    except ModelFileError as e:
+        problems.append(str(e))
+    if as_json:
+        print(json.dumps(header, indent=2, sort_keys=True), file=out)
+    else:
+        print(describe(header, path, problems), file=out)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# command line
+
+
+def _parse_platforms(text: str) -> tuple[str, ...]:
+    platforms = tuple(p.strip().lower() for p in text.split(",") if p.strip())
+    bad = [p for p in platforms if p not in KNOWN_PLATFORMS]
+    if bad or not platforms:
+        raise argparse.ArgumentTypeError(f"unknown platform(s) {bad}; choose from {','.join(KNOWN_PLATFORMS)}")
+    return platforms
+
+
+def _export_main(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m facet.export",
+        description="Export a Facet checkpoint (EMA parameters) to a model file for ASE and LAMMPS. "
+        "Use `python -m facet.export inspect FILE` to show a model file's header.",
+    )
+    p.add_argument("checkpoint", help="training checkpoint file (e.g. RUN/checkpoints/best.ckpt)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.hlo)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="model dtype (default: the checkpoint's); float64 for NVE-grade energy conservation")
+    p.add_argument("--platforms", type=_parse_platforms, default=DEFAULT_PLATFORMS,
+                   help="comma-separated jax platforms to export for (default: cpu; e.g. cpu,cuda)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip comparing the written file against the in-process model")
+    args = p.parse_args(argv)
+
+    from facet import checkpoint
+
+    try:
+        config, params, info = checkpoint.load_for_inference(args.checkpoint)
+    except checkpoint.CheckpointError as e:
+        raise ValueError(str(e)) from e
+    fn, _, dtype = contract_function(config, params, args.dtype)
+    exported = export_program(fn, dtype, args.platforms)
+    header = model_header(config, params, dtype, info)
+    header = modelfile.save_model_file(args.output, exported, header)
+    print(describe(header, args.output))
+    if not args.no_check:
+        diffs = self_check(args.output, fn, header)
+        tol = 1e-5 if dtype == "float32" else 1e-10
+        ok = all(v <= tol for v in diffs.values())
+        print(
+            "  self-check:      file vs in-process max relative difference "
+            + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+            + (" (OK)" if ok else f" (ABOVE {tol:.0e})")
+        )
+        if not ok:
+            return 1
+    return 0
+
+
+def _inspect_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m facet.export inspect",
+                                description="Show the header of a Facet model file and check it.")
+    p.add_argument("model", help="model file")
+    p.add_argument("--json", action="store_true", help="print the raw header as JSON")
+    args = p.parse_args(argv)
+    return inspect(args.model, as_json=args.json)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "inspect":
+        return _inspect_main(argv[1:])
+    if argv and argv[0] == "export":
+        argv = argv[1:]
+    try:
+        return _export_main(argv)
+    except (ModelFileError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

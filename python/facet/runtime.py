@@ -1,0 +1,447 @@
+"""Run an exported Facet model from numpy: padding to shape buckets, dtype
+casting, compilation bookkeeping, and the force/virial assembly of
+``export/README.md``.
+
+This module is what every Python-side runtime uses (the ASE calculator and
+the LAMMPS pair style's embedded interpreter), so it imports only numpy at
+module level; jax is imported when a ModelRunner is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from facet.modelfile import load_model_file
+
+# Default shape-bucket policy (see export/README.md, "Shape policy").  An
+# exported file records the policy it was exported with under
+# header["shape_policy"]["buckets"]; runtimes read it from there.
+DEFAULT_BUCKETS: dict[str, Any] = {
+    "steps_per_octave": 4,
+    "min_atoms": 8,
+    "min_edges": 64,
+}
+
+_CACHE_ENV = "FACET_CACHE_DIR"
+
+
+# ----------------------------------------------------------------------------
+# shape buckets
+
+
+def ladder_ceil(x: int, steps_per_octave: int = 4, minimum: int = 1) -> int:
+    """Smallest rung >= max(x, minimum) of the ladder m * 2**k, m in [s, 2s), s = steps_per_octave.
+
+    With s = 4 the rungs are 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32,
+    40, ...: rounding up wastes at most 1/s (25 %).  The same ladder as the
+    training batches (facet.graph.ladder_ceil).
+    """
+    s = int(steps_per_octave)
+    if s < 1:
+        raise ValueError("steps_per_octave must be >= 1")
+    v = max(int(x), int(minimum), 1)
+    k = 0
+    while v > 2 * s * (1 << k):
+        k += 1
+    step = 1 << k
+    return -(-v // step) * step
+
+
+def next_rung(x: int, steps_per_octave: int = 4) -> int:
+    """The rung after ``x`` (``x`` itself a rung)."""
+    return ladder_ceil(int(x) + 1, steps_per_octave)
+
+
+def padded_sizes(n_atoms: int, n_edges: int, policy: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(padded atoms, padded edges): ladder rungs, plus one padding atom.
+
+    The padding atom is added after rounding (rung + 1) so that the usual
+    supercell sizes (8, 64, 512 atoms: rungs themselves) waste nothing.
+    """
+    p = DEFAULT_BUCKETS if policy is None else policy
+    s = p["steps_per_octave"]
+    return ladder_ceil(n_atoms, s, p["min_atoms"]) + 1, ladder_ceil(n_edges, s, p["min_edges"])
+
+
+# ----------------------------------------------------------------------------
+# persistent compilation cache
+
+
+def _host_fingerprint() -> str:
+    """A short hash of this host's CPU model and features and of the jaxlib version.
+
+    Compiled CPU executables are specific to the instruction set they were
+    compiled for; keying the cache directory by it keeps hosts with different
+    CPUs that share a home directory from loading each other's executables.
+    """
+    import hashlib
+    import platform
+
+    parts = [platform.machine(), platform.processor()]
+    try:
+        import jaxlib
+
+        parts.append(getattr(jaxlib, "__version__", ""))
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            seen = set()
+            for line in fh:
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part") and key not in seen:
+                    seen.add(key)
+                    parts.append(line.strip())
+    except OSError:
+        pass
+    return f"{platform.machine() or 'cpu'}-{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:12]}"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "facet" / "jax"
+
+
+def compilation_cache_dir() -> str | None:
+    """The directory Facet's compilations are cached in, or None when disabled.
+
+    ``$FACET_CACHE_DIR`` overrides the default (``$XDG_CACHE_HOME/facet/jax``,
+    i.e. ``~/.cache/facet/jax``); an empty value, ``0`` or ``off`` disables
+    caching.  Entries go to a per-host subdirectory (CPU model, features and
+    jaxlib version).  A cache directory the user already gave jax
+    (``jax_compilation_cache_dir``) is used as is.
+    """
+    import jax
+
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    env = os.environ.get(_CACHE_ENV)
+    if env is not None and env.strip().lower() in ("", "0", "off", "none", "false"):
+        return None
+    path = (Path(env).expanduser() if env else default_cache_dir()) / _host_fingerprint()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(path)
+
+
+# XLA:CPU logs two very long ERROR lines whenever it loads a cached executable on
+# hosts where LLVM adds the tuning pseudo-features +prefer-no-gather/-scatter:
+# they are not ISA features, the host check cannot see them, and the message is
+# a false alarm (the cache directory is already keyed by the host's CPU).
+_FALSE_ALARM = re.compile(
+    rb"cpu_aot_loader.*Target machine feature \+prefer-no-(gather|scatter) is not +supported"
+)
+
+
+@contextlib.contextmanager
+def _filtered_stderr(pattern: re.Pattern):
+    """Forward file descriptor 2 line by line, dropping lines matching ``pattern``."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+
+    def pump():
+        buf = b""
+        with os.fdopen(read_end, "rb", buffering=0) as src:
+            while True:
+                chunk = src.read(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                out = b"".join(l + b"\n" for l in lines if not pattern.search(l))
+                if out:
+                    os.write(saved, out)
+        if buf and not pattern.search(buf):
+            os.write(saved, buf)
+
+    thread = threading.Thread(target=pump, name="facet-stderr-filter", daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees EOF
+        thread.join(timeout=5.0)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _cache_scope(path: str | None):
+    """Use jax's persistent compilation cache at ``path`` for the compilations inside.
+
+    The settings are restored afterwards, so the caller's own jax programs are
+    not cached in Facet's directory.  Does nothing when ``path`` is None or
+    the user has configured a cache directory of their own.
+    """
+    import jax
+
+    if path is None or jax.config.jax_compilation_cache_dir:
+        yield
+        return
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    saved = {n: getattr(jax.config, n) for n in names}
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:
+        with _filtered_stderr(_FALSE_ALARM):
+            yield
+    finally:
+        for n, v in saved.items():
+            jax.config.update(n, v)
+
+
+# ----------------------------------------------------------------------------
+# the runner
+
+
+class ModelRunner:
+    """Evaluate a Facet model on numpy arrays.
+
+    ``ModelRunner(path)`` loads and checks a model file;
+    ``ModelRunner((header, program))`` takes an already loaded header and either
+    a ``jax.export.Exported`` or a jax-traceable function with the same
+    contract (used for in-process checkpoints).
+
+    Call it as::
+
+        atom_energies, dE_dedge = runner(edge_vectors, senders, receivers, species, energy_mask)
+
+    with numpy inputs (edge vectors in float64) and float64 numpy outputs of
+    shapes (N,) and (E, 3).  Inputs are padded to the shape buckets of the
+    file's policy and cast to the model dtype at the last moment; each new
+    bucket compiles once (``num_compilations``, ``shapes_seen``).
+    """
+
+    def __init__(
+        self,
+        source,
+        *,
+        buckets: dict[str, Any] | None = None,
+        compilation_cache: bool = True,
+        validate: bool = True,
+    ):
+        import jax
+
+        if isinstance(source, (str, os.PathLike)):
+            header, program = load_model_file(source)
+            self.path: str | None = str(source)
+        else:
+            header, program = source
+            self.path = None
+        self.header: dict[str, Any] = header
+        self.elements: tuple[str, ...] = tuple(header["elements"])
+        self.cutoff: float = float(header["cutoff"])
+        self.num_layers: int = int(header["num_layers"])
+        self.dtype: str = str(header["dtype"])
+        self._np_dtype = np.dtype(self.dtype)
+        self._x64 = self.dtype == "float64"
+        policy = dict(DEFAULT_BUCKETS)
+        policy.update((header.get("shape_policy") or {}).get("buckets") or {})
+        if buckets:
+            policy.update(buckets)
+        self.buckets: dict[str, Any] = policy
+        graph_cutoff = float(header.get("graph_cutoff", self.cutoff))
+        pad_len = float(
+            (header.get("padding") or {}).get("edge_length", 2.0 * max(self.cutoff, graph_cutoff) + 1.0)
+        )
+        self._pad_vector = np.array([pad_len, 0.0, 0.0])
+        self.validate = validate
+
+        fn: Callable = program.call if hasattr(program, "call") else program
+        if not callable(fn):
+            raise TypeError("ModelRunner: expected a path, or (header, Exported | callable)")
+        self._jitted = jax.jit(fn)
+        self._executables: dict[tuple[int, int], Any] = {}
+        self.num_compilations = 0
+        self.compile_seconds = 0.0
+        self.num_calls = 0
+        self.last_shape: tuple[int, int] | None = None
+        self.cache_dir = compilation_cache_dir() if compilation_cache else None
+
+    # -- introspection ------------------------------------------------------
+
+    @property
+    def shapes_seen(self) -> list[tuple[int, int]]:
+        """The (padded atoms, padded edges) shapes compiled so far."""
+        return list(self._executables)
+
+    def padded_sizes(self, n_atoms: int, n_edges: int) -> tuple[int, int]:
+        """The bucket a system of this size runs in.
+
+        Its ladder bucket if already compiled; otherwise the smallest compiled
+        bucket that fits and is at most one rung larger in each dimension;
+        otherwise its ladder bucket, which is then compiled.  A neighbour
+        count wandering across a rung thus compiles at most the two buckets
+        around it, and only the larger one if it started above the rung.
+        """
+        n_pad, e_pad = padded_sizes(n_atoms, n_edges, self.buckets)
+        if (n_pad, e_pad) in self._executables or not self._executables:
+            return n_pad, e_pad
+        s = self.buckets["steps_per_octave"]
+        n_max, e_max = next_rung(n_pad - 1, s) + 1, next_rung(e_pad, s)
+        fits = [
+            (n * 16 + e, n, e)  # rough cost: an atom costs about as much as a dozen edges
+            for n, e in self._executables
+            if n_atoms + 1 <= n <= n_max and n_edges <= e <= e_max
+        ]
+        if fits:
+            _, n, e = min(fits)
+            return n, e
+        return n_pad, e_pad
+
+    def __repr__(self) -> str:
+        src = self.path or "<in-memory>"
+        return (
+            f"ModelRunner({src!r}, elements={list(self.elements)}, cutoff={self.cutoff:.4g}, "
+            f"dtype={self.dtype}, compilations={self.num_compilations})"
+        )
+
+    # -- compilation --------------------------------------------------------
+
+    def _executable(self, n_pad: int, e_pad: int):
+        key = (n_pad, e_pad)
+        exe = self._executables.get(key)
+        if exe is None:
+            import jax
+
+            dt = self._np_dtype
+            specs = (
+                jax.ShapeDtypeStruct((e_pad, 3), dt),
+                jax.ShapeDtypeStruct((e_pad,), np.int32),
+                jax.ShapeDtypeStruct((e_pad,), np.int32),
+                jax.ShapeDtypeStruct((n_pad,), np.int32),
+                jax.ShapeDtypeStruct((n_pad,), dt),
+            )
+            t0 = time.perf_counter()
+            with _cache_scope(self.cache_dir), jax.enable_x64(self._x64):
+                exe = self._jitted.lower(*specs).compile()
+            self.compile_seconds += time.perf_counter() - t0
+            self.num_compilations += 1
+            self._executables[key] = exe
+        return exe
+
+    def precompile(self, n_atoms: int, n_edges: int) -> tuple[int, int]:
+        """Compile the bucket for a system of this size now; returns the bucket."""
+        n_pad, e_pad = self.padded_sizes(n_atoms, n_edges)
+        self._executable(n_pad, e_pad)
+        return n_pad, e_pad
+
+    # -- evaluation ---------------------------------------------------------
+
+    def _check(self, edge_vectors, senders, receivers, species, energy_mask):
+        E = edge_vectors.shape[0]
+        N = species.shape[0]
+        if edge_vectors.shape != (E, 3):
+            raise ValueError(f"edge_vectors must have shape (E, 3), got {edge_vectors.shape}")
+        if senders.shape != (E,) or receivers.shape != (E,):
+            raise ValueError(
+                f"senders and receivers must have shape ({E},), got {senders.shape} and {receivers.shape}"
+            )
+        if energy_mask.shape != (N,):
+            raise ValueError(f"energy_mask must have shape ({N},), got {energy_mask.shape}")
+        if N and (species.min() < 0 or species.max() >= len(self.elements)):
+            raise ValueError(
+                f"species must be indices into the model's elements {list(self.elements)} "
+                f"(0..{len(self.elements) - 1}); got values in [{species.min()}, {species.max()}]"
+            )
+        if E:
+            lo = min(senders.min(), receivers.min())
+            hi = max(senders.max(), receivers.max())
+            if lo < 0 or hi >= N:
+                raise ValueError(f"edge atom indices must lie in [0, {N}); got [{lo}, {hi}]")
+
+    def __call__(self, edge_vectors, senders, receivers, species, energy_mask):
+        import jax
+
+        edge_vectors = np.asarray(edge_vectors, dtype=np.float64)
+        senders = np.asarray(senders)
+        receivers = np.asarray(receivers)
+        species = np.asarray(species)
+        energy_mask = np.asarray(energy_mask)
+        if self.validate:
+            self._check(edge_vectors, senders, receivers, species, energy_mask)
+        n_atoms = species.shape[0]
+        n_edges = edge_vectors.shape[0]
+        n_pad, e_pad = self.padded_sizes(n_atoms, n_edges)
+        dt = self._np_dtype
+
+        ev = np.empty((e_pad, 3), dtype=dt)
+        ev[:n_edges] = edge_vectors
+        ev[n_edges:] = self._pad_vector
+        snd = np.full(e_pad, n_atoms, dtype=np.int32)  # atom n_atoms is always a padding atom
+        snd[:n_edges] = senders
+        rcv = np.full(e_pad, n_atoms, dtype=np.int32)
+        rcv[:n_edges] = receivers
+        spc = np.zeros(n_pad, dtype=np.int32)
+        spc[:n_atoms] = species
+        msk = np.zeros(n_pad, dtype=dt)
+        msk[:n_atoms] = energy_mask
+
+        exe = self._executable(n_pad, e_pad)
+        with jax.enable_x64(self._x64):
+            atom_energies, dE_dedge = exe(ev, snd, rcv, spc, msk)
+            atom_energies = np.asarray(atom_energies)
+            dE_dedge = np.asarray(dE_dedge)
+        self.num_calls += 1
+        self.last_shape = (n_pad, e_pad)
+        return (
+            atom_energies[:n_atoms].astype(np.float64),
+            dE_dedge[:n_edges].astype(np.float64),
+        )
+
+
+# ----------------------------------------------------------------------------
+# assembly (export/README.md, "Assembling forces, stress and virials")
+
+
+def assemble(edge_vectors, senders, receivers, dE_dedge, n_atoms: int):
+    """Forces (n, 3), virial (3, 3) and per-atom virials (n, 3, 3) from dE/dr_e.
+
+    ``F_s -= g_e``, ``F_r += g_e``; ``W = -sum_e r_e (x) g_e``; each edge gives
+    ``-1/2 r_e (x) g_e`` to both of its atoms.  Units: eV/A and eV.
+    """
+    r = np.asarray(edge_vectors, dtype=np.float64).reshape(-1, 3)
+    g = np.asarray(dE_dedge, dtype=np.float64).reshape(-1, 3)
+    s = np.asarray(senders).reshape(-1)
+    t = np.asarray(receivers).reshape(-1)
+    forces = np.empty((n_atoms, 3))
+    for k in range(3):
+        forces[:, k] = np.bincount(t, weights=g[:, k], minlength=n_atoms) - np.bincount(
+            s, weights=g[:, k], minlength=n_atoms
+        )
+    rg = -(r[:, :, None] * g[:, None, :]).reshape(-1, 9)  # -r_e (x) g_e
+    virial = rg.sum(axis=0).reshape(3, 3)
+    per_atom = np.empty((n_atoms, 9))
+    for k in range(9):
+        w = 0.5 * rg[:, k]
+        per_atom[:, k] = np.bincount(s, weights=w, minlength=n_atoms) + np.bincount(
+            t, weights=w, minlength=n_atoms
+        )
+    return forces, virial, per_atom.reshape(n_atoms, 3, 3)
