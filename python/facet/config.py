@@ -48,6 +48,12 @@ class FacetConfig:
     s2_res_beta: int = 18
     s2_res_alpha: int = 17
     layer_norm_eps: float = 1e-6
+    # For l>0 the norm is sqrt(mean(v^2) + vector_norm_eps). In a symmetric
+    # crystal those features vanish; a tiny eps would turn them into unit
+    # vectors of an arbitrary direction, a steep, MD-hostile function of the
+    # positions. 0.1 keeps the map nearly linear there and ~5 % off a pure
+    # RMS normalisation for unit-size features.
+    vector_norm_eps: float = 0.1
     dtype: str = "float32"
 
     @property

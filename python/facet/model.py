@@ -101,6 +101,7 @@ class EquivariantLayerNorm(nn.Module):
     then a learned per-channel scale initialised to 0 (the layer scale)."""
 
     eps: float = 1e-6
+    vector_eps: float = 0.1
 
     @nn.compact
     def __call__(self, x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
@@ -116,7 +117,7 @@ class EquivariantLayerNorm(nn.Module):
         if vectors.irreps.dim > 0:
             v = vectors.array
             # 'component' normalisation: mean square over all l>0 components.
-            v = v * jax.lax.rsqrt(jnp.mean(v**2, axis=-1, keepdims=True) + self.eps)
+            v = v * jax.lax.rsqrt(jnp.mean(v**2, axis=-1, keepdims=True) + self.vector_eps)
             parts.append(e3nn.IrrepsArray(vectors.irreps, v))
         y = e3nn.concatenate(parts).regroup()
         scale = self.param("layer_scale", nn.initializers.zeros, (y.irreps.num_irreps,), y.dtype)
@@ -231,11 +232,13 @@ class Residual(nn.Module):
     """h + LayerScale * LayerNorm(block(h)), the input zero-padded to the output irreps."""
 
     eps: float
+    vector_eps: float
 
     @nn.compact
     def __call__(self, h: e3nn.IrrepsArray, out: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
         out = out.regroup()
-        return pad_or_truncate(h, out.irreps) + EquivariantLayerNorm(self.eps, name="norm")(out)
+        norm = EquivariantLayerNorm(self.eps, self.vector_eps, name="norm")
+        return pad_or_truncate(h, out.irreps) + norm(out)
 
 
 # ---------------------------------------------------------------------------
@@ -285,19 +288,19 @@ class Facet(nn.Module):
         hidden = e3nn.Irreps(cfg.hidden_irreps)
         for layer in range(cfg.num_equivariant_layers):
             out = Convolution(hidden, name=f"conv_{layer}")(h, *conv_args)
-            h = Residual(cfg.layer_norm_eps, name=f"conv_{layer}_residual")(h, out)
+            h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name=f"conv_{layer}_residual")(h, out)
             out = S2MLPMixer(
                 hidden, cfg.mixer_channels, cfg.mixer_heads, cfg.mixer_hidden,
                 cfg.sh_lmax, cfg.s2_res_beta, cfg.s2_res_alpha, name=f"mixer_{layer}",
             )(h)
-            h = Residual(cfg.layer_norm_eps, name=f"mixer_{layer}_residual")(h, out)
+            h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name=f"mixer_{layer}_residual")(h, out)
 
         last = cfg.num_equivariant_layers
         scalars = e3nn.Irreps(f"{cfg.scalar_channels}x0e")
         out = Convolution(scalars, name=f"conv_{last}")(h, *conv_args)
-        h = Residual(cfg.layer_norm_eps, name=f"conv_{last}_residual")(h, out)
+        h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name=f"conv_{last}_residual")(h, out)
         out = ScalarMLP(cfg.scalar_mlp_hidden, cfg.scalar_channels, name="scalar_mlp")(h)
-        h = Residual(cfg.layer_norm_eps, name="scalar_mlp_residual")(h, out)
+        h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name="scalar_mlp_residual")(h, out)
 
         # Readout: eps_i = shift[z_i] + global_scale * scale[z_i] * (w . h_i).
         raw = nn.Dense(1, use_bias=False, name="readout")(h.array)[:, 0]

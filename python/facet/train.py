@@ -283,8 +283,17 @@ class Trainer:
 
         self._update = jax.jit(update)
         self._eval = jax.jit(lambda p, b: stacked_sums(module, p, b, cfg))
-        self._ema = jax.jit(lambda e, p: jax.tree.map(lambda a, b: cfg.ema_decay * a + (1 - cfg.ema_decay) * b, e, p))
+        self._ema = jax.jit(lambda e, p, d: jax.tree.map(lambda a, b: d * a + (1 - d) * b, e, p))
         self._predict = jax.jit(jax.vmap(lambda p, b: predict(module, p, b, cfg.model.graph_cutoff), in_axes=(None, 0)))
+
+    def ema_decay(self) -> float:
+        """The configured decay, warmed up as (1+n)/(10+n) over the first EMA updates,
+        so that a short run's EMA is not dominated by the initial parameters."""
+        n = self.step // self.cfg.ema_every
+        return min(self.cfg.ema_decay, (1.0 + n) / (10.0 + n))
+
+    def update_ema(self):
+        self.ema_params = self._ema(self.ema_params, self.params, self.ema_decay())
 
     # -- checkpoints -------------------------------------------------------
     @property
@@ -390,7 +399,7 @@ class Trainer:
                     continue
                 bad_in_a_row = 0
                 if self.step % cfg.ema_every == 0:
-                    self.ema_params = self._ema(self.ema_params, self.params)
+                    self.update_ema()
                 atoms_seen += int(np.sum(batch.node_mask))
                 structures_seen += int(np.sum(batch.graph_mask))
                 if self.step % cfg.log_every == 0:
@@ -421,7 +430,7 @@ class Trainer:
             skip = 0
         bar.close()
         # Finalise: EMA includes the latest parameters, one last validation.
-        self.ema_params = self._ema(self.ema_params, self.params)
+        self.update_ema()
         self.validate(metrics_path)
         self.save("last")
         self.log(f"stopped at step {self.step} ({stop_reason}) after {self.elapsed() / 60:.1f} min; "
