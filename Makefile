@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # The default suite (slow tests are marked and run with `make test-slow`).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
