@@ -43,7 +43,8 @@ def main() -> int:
     sh(py, "-m", "facet.export", ckpt, "-o", out / "model.hlo")
     sh(py, "-m", "facet.export", ckpt, "-o", out / "model-f64.hlo", "--dtype", "float64")
     sh(py, "-m", "facet.export", "inspect", out / "model.hlo")
-    sh(py, HERE / "ase_md.py", "--model", out / "model.hlo", "--steps", "200", "--out", out / "ase_md")
+    sh(py, HERE / "ase_md.py", "--model", out / "model.hlo", "--structure", default_dataset_path(),
+       "--steps", "200", "--out", out / "ase_md")
     sh(py, HERE / "lammps" / "compare_with_ase.py", "--model", out / "model-f64.hlo", "--md-steps", "100")
     print(f"\nDemo finished: outputs in {out}/ (training curves: {out}/run/training_curves.png, "
           f"parity: {out}/run/parity.png, MD: {out}/ase_md.png)")

@@ -73,7 +73,7 @@ def main() -> int:
     atoms = read(args.structure) if args.structure else read(default_dataset_path(), index=0) * (2, 2, 2)
     atoms.calc = None
     calc = FacetCalculator(args.model)
-    elements = list(calc.runner.elements) if hasattr(calc, "runner") else list(calc.elements)
+    elements = list(calc.runner.elements)
     ase_atoms = atoms.copy()
     ase_atoms.calc = calc
     e_ase = ase_atoms.get_potential_energy()
@@ -97,7 +97,7 @@ def main() -> int:
                                    [p["pxz"], p["pyz"], p["pzz"]]])
     # ASE and LAMMPS may rotate a triclinic cell differently: compare invariants then.
     rotated = not np.allclose(atoms.cell.array, np.triu(atoms.cell.array.T).T)
-    print(f"structure: {atoms.get_chemical_formula()} ({len(atoms)} atoms), model {args.model} ({calc.dtype if hasattr(calc, 'dtype') else ''})")
+    print(f"structure: {atoms.get_chemical_formula()} ({len(atoms)} atoms), model {args.model} ({calc.runner.dtype})")
     print(f"energy      ASE {e_ase:.10f} eV   LAMMPS {e_lmp:.10f} eV   |diff| {abs(e_ase - e_lmp):.2e} eV")
     print(f"per-atom energies  max |diff| {np.abs(ea_ase - ea_lmp).max():.2e} eV")
     if rotated:
@@ -114,10 +114,13 @@ def main() -> int:
             timestep 0.0005
             fix nve all nve
             thermo {max(args.md_steps // 5, 1)}
-            run {args.md_steps}
+            run 0
         """)
-        print(f"LAMMPS NVE {args.md_steps} steps of 0.5 fs: total energy {lmp.get_thermo('etotal'):.6f} eV, "
-              f"temperature {lmp.get_thermo('temp'):.0f} K")
+        e0 = lmp.get_thermo("etotal")
+        lmp.command(f"run {args.md_steps}")
+        e1 = lmp.get_thermo("etotal")
+        print(f"LAMMPS NVE {args.md_steps} steps of 0.5 fs: total energy {e0:.6f} -> {e1:.6f} eV "
+              f"(change {abs(e1 - e0) / len(atoms) * 1000:.3f} meV/atom), final temperature {lmp.get_thermo('temp'):.0f} K")
     lmp.close()
     return 0
 

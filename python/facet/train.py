@@ -360,8 +360,12 @@ class Trainer:
         self._t0 = time.time()
         last_ckpt = time.time()
         bad_in_a_row = 0
-        bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
-                   unit="step", file=sys.stdout)
+        # A time-limited run shows progress in seconds of its budget, else in steps.
+        by_time = bool(max_minutes) and max_steps >= 10**9
+        bar = tqdm(total=round(60 * max_minutes) if by_time else max_steps,
+                   initial=round(self.elapsed()) if by_time else self.step,
+                   disable=not self.progress, dynamic_ncols=True, unit="s" if by_time else "step",
+                   file=sys.stdout, mininterval=1.0)
         atoms_seen = structures_seen = 0
         window_t0 = time.time()
 
@@ -419,7 +423,12 @@ class Trainer:
                 if time.time() - last_ckpt > 60 * cfg.checkpoint_every_minutes:
                     self.save("last")
                     last_ckpt = time.time()
-                bar.update(1)
+                if by_time:
+                    bar.n = min(round(self.elapsed()), bar.total)
+                    bar.set_description(f"step {self.step}", refresh=False)
+                    bar.refresh()
+                else:
+                    bar.update(1)
                 if self.step >= max_steps:
                     done = True
                     break
