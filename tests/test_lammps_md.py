@@ -1,23 +1,17 @@
-"""pair_style facet in molecular dynamics: NVE energy conservation, NPT cell
-response, and the example inputs of examples/lammps/."""
+"""pair_style facet in molecular dynamics: NVE energy conservation and NPT cell
+response (the example inputs are tested in test_lammps_examples.py)."""
 
 from __future__ import annotations
-
-import os
-import shutil
 
 import numpy as np
 import pytest
 
 from test_lammps_support import (
-    REPO,
     StandInConfig,
     new_lammps,
     plugin_path,
-    run_lmp,
     sio_triclinic,
     standin_model_file,
-    subprocess_env,
     write_lammps_data,
 )
 
@@ -148,25 +142,3 @@ def test_npt_cell_responds(tmp_path):
     assert np.abs(tilt1 - tilt0).max() > 1e-3
 
 
-EXAMPLES = REPO / "examples" / "lammps"
-
-
-@pytest.mark.parametrize("name", ["in.nvt", "in.npt", "in.min"])
-def test_examples_run(name, tmp_path):
-    """The example inputs run with a model file given as -var model (a few
-    steps; the stand-in model is stable in fcc, not diamond), with the plugin
-    auto-loaded from LAMMPS_PLUGIN_PATH."""
-    if not (EXAMPLES / name).exists():
-        pytest.skip(f"{name} not present")
-    shutil.copy(EXAMPLES / name, tmp_path / name)
-    text = (tmp_path / name).read_text()
-    env = subprocess_env()
-    env["LAMMPS_PLUGIN_PATH"] = os.path.dirname(plugin_path())
-    proc = run_lmp(
-        text, tmp_path, env=env,
-        args=("-var", "model", standin_model_file(CONFIG), "-var", "steps", "20",
-              "-var", "lattice_constant", "3.38", "-var", "lattice", "fcc", "-var", "reps", "2"),
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "ERROR" not in proc.stdout
-    assert "Loop time" in proc.stdout
