@@ -2,8 +2,8 @@
 one energy + forces + stress evaluation through the ASE calculator, on the
 same model file and structure, in the same process.
 
-    python benchmark_vs_ase.py MODEL [--element Si] [--lattice diamond] [--a 5.43]
-                                     [--reps 4] [--steps 50] [--repeat 3]
+    python benchmark_vs_ase.py [MODEL] [--element Si] [--lattice diamond] [--a 5.43]
+                                  [--reps 4] [--steps 50] [--repeat 3]
 
 Both paths call the same facet.runtime.ModelRunner code (shape buckets are
 warmed up first), so the difference is the cost of building the graph and
@@ -20,26 +20,18 @@ process to one core and give XLA one thread for stable numbers:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import sys
 import time
-from importlib import metadata
+from pathlib import Path
 
-
-def _preload_mpi():
-    try:
-        for f in metadata.files("mpich") or []:
-            if f.name == "libmpi.so.12":
-                ctypes.CDLL(str(f.locate()), mode=ctypes.RTLD_GLOBAL)
-                return
-    except metadata.PackageNotFoundError:
-        pass
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "export" / "facet-tiny-sio2.hlo"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", default=str(SHIPPED_MODEL),
+                   help="model file (default: export/facet-tiny-sio2.hlo of the repository)")
     p.add_argument("--element", default="Si")
     p.add_argument("--lattice", default="diamond")
     p.add_argument("--a", type=float, default=5.43)
@@ -51,7 +43,7 @@ def main(argv=None) -> int:
     import numpy as np
     from ase.build import bulk
 
-    from facet._lammps import lammps_plugin_path
+    from facet._lammps import new_lammps
     from facet.calculator import FacetCalculator
 
     atoms = bulk(args.element, args.lattice, a=args.a, cubic=True).repeat(args.reps)
@@ -70,13 +62,9 @@ def main(argv=None) -> int:
             atoms.get_stress()
 
     # --- LAMMPS -------------------------------------------------------------
-    _preload_mpi()
-    import lammps
-
-    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    lmp = new_lammps()
     lmp.commands_string(
         f"""
-        plugin load {lammps_plugin_path()}
         units metal
         atom_style atomic
         lattice {args.lattice} {args.a}
