@@ -29,8 +29,10 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
+# Benchmarks, run on demand; reports (Markdown, JSON, PNG) go to benchmarks/out/.
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py --out benchmarks/out
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/lammps_step.py
 
 clean:
 	rm -rf $(VENV) build _skbuild demo .pytest_cache
