@@ -144,3 +144,21 @@ def test_resume_after_sigkill(small_data, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"resuming {out} from step {killed_at}" in result.stdout
     assert checkpoint.load(last)["step"] == 400
+
+
+def test_readout_initialisation_recovers_species_energies():
+    """Least squares on composition recovers exact per-species energies; the
+    global scale is the force RMS."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    true_shift = np.array([-10.5, -5.25])
+    graphs = []
+    for _ in range(20):
+        species = rng.integers(0, 2, size=rng.integers(3, 12))
+        forces = rng.normal(scale=2.0, size=(len(species), 3))
+        graphs.append(SimpleNamespace(species=species, energy=float(true_shift[species].sum()), forces=forces))
+    shift, scale = train.fit_readout(graphs, ("O", "Si"))
+    np.testing.assert_allclose(shift, true_shift, atol=1e-10)
+    rms = np.sqrt(np.mean(np.concatenate([g.forces.ravel() for g in graphs]) ** 2))
+    assert scale == pytest.approx(rms)
