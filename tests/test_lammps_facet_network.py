@@ -95,8 +95,7 @@ def check(out, ref, tol):
 
 @pytest.mark.parametrize(
     "name",
-    ["sio_triclinic", pytest.param("small_cell", marks=pytest.mark.slow),
-     pytest.param("cluster", marks=pytest.mark.slow)],
+    ["sio_triclinic", "small_cell", "cluster"],
 )
 def test_network_float64(network_files, name, tmp_path):
     atoms = STRUCTURES[name]()
