@@ -3,7 +3,7 @@ the compiled model on the same graph, from 64 to 8,192 atoms.
 
     python benchmarks/lammps_step.py [--model export/facet-tiny-sio2.hlo]
         [--sizes 64,128,256,512,1024,2048,4096,8192] [--structure sio2-quartz|si-diamond]
-        [--repeats auto] [--block-seconds 0.5] [--out benchmarks/out]
+        [--repeats auto] [--seconds-per-size 12] [--block-seconds 0.3] [--out benchmarks/out]
 
 For every size (default: alpha-quartz supercells, which the SiO2 model was
 trained on, of 72 to 8,100 atoms, the nearest to each requested size):
@@ -27,8 +27,9 @@ Blocks of the two paths alternate (their order flips every repeat) so that
 load from other processes hits both alike. The LAMMPS / bare ratio is the
 median over repeats of the ratio of the two blocks of a repeat, which run
 back to back (the ratio of the best blocks is also given); times per step
-are the best block of each path, the median in brackets. Repeats: 5 to 15,
-as many as fit in about --seconds-per-size. An extra LAMMPS block times the model calls
+are the best block of each path, the median in brackets. Repeats: 5 to 25,
+as many as fit in about --seconds-per-size (short blocks, many repeats: the
+two blocks of a pair run close together in time). An extra LAMMPS block times the model calls
 inside it (`ModelRunner.__call__`): step time minus model time is what the
 LAMMPS path adds around the model, measured within one block and so not
 disturbed by load that changes between blocks.
@@ -302,15 +303,15 @@ def measure_size(args, n_target: int, log) -> dict:
         try:
             t0 = time.perf_counter()
             lammps_setup(lmp, data, args.model, type_elements)
-            # warm-up: setup + a few steps (compiles the shape buckets), then
+            # warm-up: setup + one step (compiles the shape bucket), then
             # one instrumented step to learn the bucket and the step cost
-            lmp.command("thermo 2")
-            lmp.command("run 2")
+            lmp.command("thermo 1")
+            lmp.command("run 1")
             with ModelTimer() as probe:
                 lmp.command("run 1 pre no post no")
             t_model = probe.seconds / max(probe.calls, 1)
             steps = args.steps or int(min(200, max(args.min_steps, math.ceil(args.block_seconds / t_model))))
-            repeats = args.repeats or int(min(15, max(5, args.seconds_per_size // (2 * steps * t_model))))
+            repeats = args.repeats or int(min(25, max(5, args.seconds_per_size // (2 * steps * t_model))))
             lmp.command(f"thermo {steps}")
             with ModelTimer() as settle:  # one more block: buckets the MD drifts into compile now
                 lmp.command(f"run {steps} pre no post no")
@@ -369,7 +370,7 @@ def measure_size(args, n_target: int, log) -> dict:
             n_edges_bare = len(graph[1])
             n_edges_lammps_graph = len(lammps_graph[1])
             order_ratios = []
-            for k in range(2 * max(2, (steps + 1) // 2)):  # even: each graph goes first equally often
+            for k in range(2 * max(1, (steps + 1) // 2)):  # even: each graph goes first equally often
                 pair = {}
                 for name, g in (("lammps", lammps_graph), ("bare", graph))[::1 if k % 2 == 0 else -1]:
                     t = time.perf_counter()
@@ -598,10 +599,10 @@ def main(argv=None) -> int:
                         "si-diamond: exact sizes (multiples of 8), but out of the SiO2 model's training "
                         "domain, so the MD drifts and the edge count with it")
     p.add_argument("--repeats", type=lambda v: 0 if v == "auto" else int(v), default=0,
-                   help="timed blocks per path and size (default auto: 5 to 15, see --seconds-per-size)")
+                   help="timed blocks per path and size (default auto: 5 to 25, see --seconds-per-size)")
     p.add_argument("--seconds-per-size", type=float, default=12.0,
                    help="with --repeats auto, aim for about this much timed work per size")
-    p.add_argument("--block-seconds", type=float, default=0.5,
+    p.add_argument("--block-seconds", type=float, default=0.3,
                    help="aim for blocks of about this long (sets the steps per block)")
     p.add_argument("--min-steps", type=int, default=1, help="fewest steps per block")
     p.add_argument("--steps", type=int, default=0, help="fixed steps per block (overrides --block-seconds)")
