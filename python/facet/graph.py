@@ -37,6 +37,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from .buckets import ladder_ceil
 from .data import DataError, Structure
 
 DEFAULT_STEPS_PER_OCTAVE = 4
@@ -192,19 +193,6 @@ class GraphBatch(NamedTuple):
     stress: np.ndarray  # float (G, 3, 3)
     has_stress: np.ndarray  # bool (G,)
     has_forces: np.ndarray  # bool (G,)
-
-
-def ladder_ceil(x: int, steps_per_octave: int = DEFAULT_STEPS_PER_OCTAVE, minimum: int = 1) -> int:
-    """Smallest m * 2**k >= max(x, minimum) with m in [steps_per_octave, 2 * steps_per_octave)."""
-    s = int(steps_per_octave)
-    if s < 1:
-        raise ValueError("steps_per_octave must be >= 1")
-    v = max(int(x), int(minimum), 1)
-    k = 0
-    while v > 2 * s * (1 << k):  # the octave [s * 2^k, 2s * 2^k] that contains v
-        k += 1
-    step = 1 << k
-    return -(-v // step) * step
 
 
 def pad_sizes(

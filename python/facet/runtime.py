@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from facet.buckets import ladder_ceil
 from facet.modelfile import load_model_file
 
 # Default shape-bucket policy (see export/README.md, "Shape policy").  An
@@ -36,24 +37,6 @@ _CACHE_ENV = "FACET_CACHE_DIR"
 
 # ----------------------------------------------------------------------------
 # shape buckets
-
-
-def ladder_ceil(x: int, steps_per_octave: int = 4, minimum: int = 1) -> int:
-    """Smallest rung >= max(x, minimum) of the ladder m * 2**k, m in [s, 2s), s = steps_per_octave.
-
-    With s = 4 the rungs are 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32,
-    40, ...: rounding up wastes at most 1/s (25 %).  The same ladder as the
-    training batches (facet.graph.ladder_ceil).
-    """
-    s = int(steps_per_octave)
-    if s < 1:
-        raise ValueError("steps_per_octave must be >= 1")
-    v = max(int(x), int(minimum), 1)
-    k = 0
-    while v > 2 * s * (1 << k):
-        k += 1
-    step = 1 << k
-    return -(-v // step) * step
 
 
 def next_rung(x: int, steps_per_octave: int = 4) -> int:

@@ -443,7 +443,7 @@ class Trainer:
         self.validate(metrics_path)
         self.save("last")
         self.log(f"stopped at step {self.step} ({stop_reason}) after {self.elapsed() / 60:.1f} min; "
-                 f"{len(self._compile_shapes)} distinct batch shapes (compilations of the train step)")
+                 f"{len(self._compile_shapes)} distinct batch shapes (train and evaluation, one compilation each)")
 
     def validate(self, metrics_path):
         m = self.evaluate(self.valid_loader)
@@ -575,6 +575,7 @@ def run(cfg, args) -> int:
     import jax
 
     from facet import checkpoint
+    from facet.config import to_dict
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -597,10 +598,8 @@ def run(cfg, args) -> int:
         init_params = payload["ema_params"]
         print(f"fine-tuning from {args.init_from} (step {payload['step']})")
     data = prepare_data(args.data, cfg, split_indices=args.split_indices, elements=elements)
-    from facet.config import to_dict as _to_dict
-
     trainer = Trainer(cfg, data, out, init_params=init_params, progress=not args.no_progress)
-    (out / "config.json").write_text(json.dumps(_to_dict(cfg), indent=2))
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     if resume:
         trainer.restore(last)
     if trainer.step >= cfg.max_steps or (cfg.max_time_minutes and trainer.elapsed() >= 60 * cfg.max_time_minutes):
