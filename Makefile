@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facet-installed
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install demo test test-slow test-all peer-envs test-peers bench bench-peers clean
 
 # Create the venv and install Facet (building the LAMMPS plugin) with its test tools.
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp/*)
@@ -29,10 +29,23 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
+# Tests that need torch and the peer packages (the SevenNet-0 port against sevenn), in
+# their own environments (.venv-peers, .venv-mace) so the main one stays torch-free.
+peer-envs: $(STAMP)
+	bash benchmarks/peers/setup_envs.sh
+
+test-peers: peer-envs
+	.venv-peers/bin/python -m pytest -q tests/peers
+
 # Benchmarks, run on demand; reports (Markdown, JSON, PNG) go to benchmarks/out/.
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py --out benchmarks/out
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/lammps_step.py
+
+# Facet against SevenNet-0, CHGNet, MACE and Nequix: trains, times and writes
+# benchmarks/RESULTS.md (about 2.5 hours on 2 cores; see benchmarks/run.py).
+bench-peers: $(STAMP)
+	$(PY) benchmarks/run.py --all
 
 clean:
 	rm -rf $(VENV) build _skbuild demo .pytest_cache

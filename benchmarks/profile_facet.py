@@ -36,12 +36,46 @@ def median_time(fn, *args, repeats=5):
     return float(np.median(times))
 
 
+def block_profile(fn, *args, repeats=3) -> dict[str, float]:
+    """Milliseconds per call spent in each model block (conv_1, mixer_0, ...), from a
+    jax.profiler trace of the compiled program, its ops mapped to blocks through the
+    op_name metadata of the optimised HLO."""
+    import collections
+    import gzip
+    import re
+    import tempfile
+
+    import jax
+
+    hlo = fn.lower(*args).compile().as_text()
+    op_block = {}
+    for line in hlo.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*op_name=\"([^\"]+)\"", line)
+        if m:
+            b = re.search(r"Facet\)*/([A-Za-z_0-9]+)", m.group(2))
+            op_block.setdefault(m.group(1), b.group(1) if b else "outside the model (loss, forces)")
+    jax.block_until_ready(fn(*args))
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        for _ in range(repeats):
+            jax.block_until_ready(fn(*args))
+        jax.profiler.stop_trace()
+        trace = sorted(Path(tmp).rglob("*.trace.json.gz"))[-1]
+        events = json.load(gzip.open(trace))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    blocks = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in op_block:
+            blocks[op_block[e["name"]]] += e.get("dur", 0) / 1000 / repeats
+    return {k: round(v, 2) for k, v in blocks.most_common()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(HERE.parent / "examples/configs/facet-small.json"))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--variants", default="full,one_equivariant_layer,lmax1,no_l2_features")
+    p.add_argument("--variants", default="full,one_equivariant_layer,no_l2_features")
     p.add_argument("--out", default=str(HERE / "out" / "profile.json"))
     args = p.parse_args(argv)
 
@@ -68,10 +102,10 @@ def main(argv=None):
     variants = {
         "full": {},
         "one_equivariant_layer": {"num_equivariant_layers": 1},
-        "lmax1": {"hidden_irreps": "128x0e+64x1o", "sh_lmax": 1},
         "no_l2_features": {"hidden_irreps": "128x0e+64x1o"},
     }
     rows = []
+    blocks = {}
     for name in args.variants.split(","):
         mcfg = dataclasses.replace(cfg.model, elements=("Si",), degree_radii=tuple(radii),
                                    degree_values=tuple(values), **variants[name])
@@ -91,15 +125,19 @@ def main(argv=None):
         row = {"variant": name, "params": fmodel.count_parameters(params)}
         for key, fn in (("energy_s", e_only), ("energy_forces_s", e_and_f), ("train_grad_s", grad)):
             row[key] = median_time(fn, params, jb, repeats=args.repeats)
+        if name == "full":
+            blocks = block_profile(grad, params, jb)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    result = {"batch_structures": args.batch, "atoms": n_atoms, "edges": n_edges,
+    result = {"blocks": blocks if "full" in args.variants.split(",") else {}, "batch_structures": args.batch, "atoms": n_atoms, "edges": n_edges,
               "edges_per_atom": n_edges / n_atoms, "config": args.config, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{args.batch} structures, {n_atoms} atoms, {n_edges} edges ({n_edges / n_atoms:.1f} per atom)\n")
     print("| variant | params | energy (s) | energy+forces (s) | training gradient (s) |\n|---|---|---|---|---|")
+    for b, ms in blocks.items():
+        print(f"  {b}: {ms:.1f} ms")
     for r in rows:
         print(f"| {r['variant']} | {r['params']:,} | {r['energy_s']:.3f} | {r['energy_forces_s']:.3f} | {r['train_grad_s']:.3f} |")
 

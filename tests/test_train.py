@@ -162,3 +162,22 @@ def test_readout_initialisation_recovers_species_energies():
     np.testing.assert_allclose(shift, true_shift, atol=1e-10)
     rms = np.sqrt(np.mean(np.concatenate([g.forces.ravel() for g in graphs]) ** 2))
     assert scale == pytest.approx(rms)
+
+
+def test_mae_loss_is_the_weighted_mean_absolute_error():
+    import numpy as np
+
+    from facet import train
+    from facet.config import load_config
+
+    rng = np.random.default_rng(0)
+    de, df = rng.normal(size=5), rng.normal(size=(7, 3))
+    sums = {"e_sq": np.sum(de**2), "e_abs": np.sum(np.abs(de)), "e_n": 5.0,
+            "f_sq": np.sum(df**2), "f_abs": np.sum(np.abs(df)), "f_n": 21.0,
+            "s_sq": 0.0, "s_abs": 0.0, "s_n": 0.0}
+    mae = load_config(None, ["loss=mae", "energy_weight=2", "force_weight=3"])
+    mse = load_config(None, ["energy_weight=2", "force_weight=3"])
+    assert float(train.loss_from_sums(sums, mae)) == pytest.approx(2 * np.abs(de).mean() + 3 * np.abs(df).mean())
+    assert float(train.loss_from_sums(sums, mse)) == pytest.approx(2 * (de**2).mean() + 3 * (df**2).mean())
+    with pytest.raises(ValueError, match="loss must be 'mse' or 'mae'"):
+        load_config(None, ["loss=huber"])

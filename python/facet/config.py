@@ -75,6 +75,9 @@ class TrainConfig:
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 100.0
+    # "mse" (squared errors) or "mae" (absolute errors, the paper's objective; robust
+    # to the heavy force tails of high-energy structures).
+    loss: str = "mse"
     # Prodigy (optax.contrib) with linear warmup then linear decay of its scale;
     # "adam" is available for comparison. learning_rate multiplies Prodigy's own
     # step-size estimate (keep 1.0) and is Adam's step size.
@@ -100,6 +103,10 @@ class TrainConfig:
     # Distinct padded batch shapes (each one compiles the training step once).
     max_batch_shapes: int = 2
     num_devices: int = 0  # 0 = all local devices
+
+    def __post_init__(self):
+        if self.loss not in ("mse", "mae"):
+            raise ValueError(f"loss must be 'mse' or 'mae', got {self.loss!r}")
 
 
 def to_dict(config: Any) -> dict:

@@ -328,7 +328,19 @@ def _export_main(argv) -> int:
                    help="comma-separated jax platforms to export for (default: cpu; e.g. cpu,cuda)")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the written file against the in-process model")
+    p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
+                   help="add KEY (JSON or text VALUE) to the header's training section, e.g. "
+                   "--note 'trained_on=Si DFT set' --note 'test={\"energy_mae_mev_atom\": 12.3}'")
     args = p.parse_args(argv)
+    notes = {}
+    for note in args.note:
+        key, sep, value = note.partition("=")
+        if not sep or not key.strip():
+            p.error(f"--note expects KEY=VALUE, got {note!r}")
+        try:
+            notes[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            notes[key.strip()] = value
 
     from facet import checkpoint
 
@@ -338,7 +350,7 @@ def _export_main(argv) -> int:
         raise ValueError(str(e)) from e
     fn, _, dtype = contract_function(config, params, args.dtype)
     exported = export_program(fn, dtype, args.platforms)
-    header = model_header(config, params, dtype, info)
+    header = model_header(config, params, dtype, {**(info or {}), **notes})
     header = modelfile.save_model_file(args.output, exported, header)
     print(describe(header, args.output))
     if not args.no_check:

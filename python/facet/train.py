@@ -23,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Wall-clock origin for metrics: "wall_s" counts from process start (data
+# loading, graph building and compilation included), "time_s" from the first step.
+PROCESS_START = time.time()
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m facet.train", description=__doc__,
@@ -100,8 +104,10 @@ def error_sums(module, params, batch, cfg):
 def loss_from_sums(sums, cfg):
     import jax.numpy as jnp
 
+    kind = "abs" if cfg.loss == "mae" else "sq"
+
     def mean(key):
-        return sums[f"{key}_sq"] / jnp.maximum(sums[f"{key}_n"], 1.0)
+        return sums[f"{key}_{kind}"] / jnp.maximum(sums[f"{key}_n"], 1.0)
 
     return cfg.energy_weight * mean("e") + cfg.force_weight * mean("f") + cfg.stress_weight * mean("s")
 
@@ -448,7 +454,9 @@ class Trainer:
     def validate(self, metrics_path):
         m = self.evaluate(self.valid_loader)
         score = m["energy_mae_mev_atom"] + m["force_mae_mev_A"] + (m["stress_mae_mev_A3"] or 0.0)
-        rec = {"step": self.step, "time_s": round(self.elapsed(), 2), **{f"valid_{k}": v for k, v in m.items()}}
+        rec = {"step": self.step, "time_s": round(self.elapsed(), 2), "wall_s": round(time.time() - PROCESS_START, 2),
+               "epoch": round(self.step / max(len(self.train_loader), 1), 3),
+               **{f"valid_{k}": v for k, v in m.items()}}
         append_jsonl(metrics_path, rec)
         msg = (f"step {self.step}: valid energy MAE {m['energy_mae_mev_atom']:.2f} meV/atom, "
                f"force MAE {m['force_mae_mev_A']:.1f} meV/Å")

@@ -1,0 +1,437 @@
+"""Write benchmarks/RESULTS.md and its figures from what benchmarks/run.py measured.
+
+    python benchmarks/report.py
+
+Reads benchmarks/out/{train,accuracy,speed}/ and benchmarks/out/profile.json;
+writes benchmarks/RESULTS.md and benchmarks/figures/*.png. Every number in the
+report comes from those files; a missing measurement is reported as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+FIG = HERE / "figures"
+TRAIN = OUT / "train"
+SPEED = OUT / "speed"
+
+PEER_NAMES = {"facet": "Facet-Small", "facet-batch32": "Facet-Small, MSE loss, batch 32 (stopped early)",
+              "facet-batch8-mse": "Facet-Small, MSE loss, batch 8 (stopped early)",
+              "mace": "MACE", "nequix": "Nequix", "sevennet": "SevenNet"}
+COLOURS = {"facet": "#d62728", "facet-batch32": "#ff9896", "facet-batch8-mse": "#e377c2", "mace": "#1f77b4", "nequix": "#2ca02c", "sevennet": "#9467bd",
+           "facet-small": "#d62728", "facet-small (LAMMPS)": "#ff9896", "sevennet-0": "#9467bd",
+           "chgnet": "#8c564b", "nequix-mp-1": "#2ca02c", "mace-mp-small-arch": "#1f77b4"}
+SPEED_LABELS = {"facet-small": "Facet-Small (ASE)", "sevennet-0": "SevenNet-0", "chgnet": "CHGNet 0.3.0",
+                "nequix-mp-1": "Nequix-MP-1", "mace-mp-small-arch": "MACE-MP-small arch. (random weights)"}
+
+
+def load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def fmt(x, digits=1, unit=""):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:,.{digits}f}{unit}"
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def curves() -> dict[str, list[dict]]:
+    """{peer: [{minutes, energy, force, epoch}]} from every training run found."""
+    out = {}
+    for run in ("facet", "facet-batch8-mse", "facet-batch32"):
+        metrics = TRAIN / run / "metrics.jsonl"
+        if metrics.exists():
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            out[run] = [{"minutes": r["wall_s"] / 60, "energy": r["valid_energy_mae_mev_atom"],
+                         "force": r["valid_force_mae_mev_A"], "epoch": r.get("epoch")}
+                        for r in rows if "valid_energy_mae_mev_atom" in r and "wall_s" in r]
+    for peer in ("mace", "nequix", "sevennet"):
+        path = TRAIN / peer / "curve.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            out[peer] = [{"minutes": r["time_s"] / 60, "energy": r["val_energy_mae_mev_per_atom"],
+                          "force": r["val_force_mae_mev_per_A"], "epoch": r.get("epoch")} for r in rows]
+    return {k: v for k, v in out.items() if v}
+
+
+def best_within(curve, minutes):
+    """Lowest validation energy and force MAE reached within `minutes` (each on its own)."""
+    pts = [p for p in curve if p["minutes"] <= minutes + 1e-9]
+    if not pts:
+        return None, None
+    return min(p["energy"] for p in pts), min(p["force"] for p in pts)
+
+
+def time_to_reach(curve, key, target):
+    for p in sorted(curve, key=lambda p: p["minutes"]):
+        if p[key] <= target:
+            return p["minutes"]
+    return None
+
+
+def plot_curves(data, png):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, title in ((axes[0], "energy", "validation energy MAE (meV/atom)"),
+                           (axes[1], "force", "validation force MAE (meV/Å)")):
+        for peer, curve in data.items():
+            ax.plot([p["minutes"] for p in curve], [p[key] for p in curve], "o-", ms=3,
+                    color=COLOURS[peer], label=PEER_NAMES[peer], ls="--" if peer.startswith("facet-") else "-")
+        ax.set_yscale("log")
+        ax.set_xlabel("wall-clock minutes since launch (1 core, 1 thread each)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    fig.suptitle("Training efficiency on the pyxtal_ff Si DFT split (5,126 train / 513 validation)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=130)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def timing_rows(prefix: str) -> dict[str, dict[str, dict]]:
+    """{model label: {structure name: record}} from speed/<prefix>_<label>.json."""
+    out = {}
+    for path in sorted(SPEED.glob(f"{prefix}_*.json")):
+        label = path.stem[len(prefix) + 1:]
+        data = load(path)
+        if not data:
+            continue
+        out[label] = {s["name"]: s for s in data.get("structures", [])}
+        out[label]["__model__"] = data.get("model", {})
+    return out
+
+
+def lammps_rows(sub: str) -> dict[int, dict]:
+    data = load(SPEED / sub / "lammps_step.json")
+    if not data:
+        return {}
+    return {r["atoms"]: r for r in data.get("results", [])}
+
+
+def seconds(rec):
+    if not rec or rec.get("skipped") or rec.get("median_s") is None:
+        return None
+    return rec["median_s"]
+
+
+def speed_table(rows, lammps, structures):
+    labels = [lbl for lbl in SPEED_LABELS if lbl in rows]
+    head = "| structure | atoms | " + " | ".join(SPEED_LABELS[lbl] for lbl in labels)
+    head += " | Facet (LAMMPS) | Facet / SevenNet-0 | Facet / MACE-small |"
+    lines = [head, "|" + "---|" * (len(labels) + 6)]
+    ratios = {"sevennet-0": [], "mace-mp-small-arch": []}
+    for name in structures:
+        any_rec = next((rows[lbl].get(name) for lbl in labels if rows[lbl].get(name)), None)
+        if any_rec is None:
+            continue
+        n = any_rec["n_atoms"]
+        cells = []
+        for lbl in labels:
+            rec = rows[lbl].get(name)
+            t = seconds(rec)
+            cells.append(fmt(t * 1000, 0, " ms") if t is not None else
+                         (f"skipped ({rec.get('skip_reason', rec.get('reason', ''))[:40]})" if rec else "–"))
+        lam = lammps.get(n)
+        cells.append(fmt(lam["lammps_ms"], 0, " ms") if lam else "–")
+        f = seconds(rows.get("facet-small", {}).get(name))
+        for peer in ("sevennet-0", "mace-mp-small-arch"):
+            p = seconds(rows.get(peer, {}).get(name))
+            r = f / p if f and p else None
+            if r:
+                ratios[peer].append(r)
+            cells.append(fmt(r, 2, "×"))
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), ratios
+
+
+def plot_relax(rows, png):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [lbl for lbl in SPEED_LABELS if lbl in rows]
+    names = []
+    for lbl in labels:
+        for name in rows[lbl]:
+            if name != "__model__" and name not in names:
+                names.append(name)
+    if not names:
+        return False
+    fig, ax = plt.subplots(figsize=(max(8, 0.8 * len(names)), 4.5))
+    width = 0.8 / max(len(labels), 1)
+    for k, lbl in enumerate(labels):
+        ys = [seconds(rows[lbl].get(n)) for n in names]
+        xs = [i + (k - (len(labels) - 1) / 2) * width for i in range(len(names))]
+        ax.bar([x for x, y in zip(xs, ys) if y], [y * 1000 for y in ys if y], width,
+               color=COLOURS.get(lbl), label=SPEED_LABELS[lbl])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("median time per FIRE step (ms)")
+    ax.set_title("Relaxation: 100 FIRE steps per rattled crystal (cf. the paper's Figure 5)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y", which="both")
+    fig.tight_layout()
+    fig.savefig(png, dpi=130)
+    plt.close(fig)
+    return True
+
+
+def fit_exponent(ns, ts):
+    ns, ts = np.asarray(ns, float), np.asarray(ts, float)
+    if len(ns) < 2:
+        return None
+    return float(np.polyfit(np.log(ns), np.log(ts), 1)[0])
+
+
+def plot_scaling(rows, lammps, png):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    exponents = {}
+    series = {}
+    for lbl in SPEED_LABELS:
+        if lbl not in rows:
+            continue
+        pts = sorted((r["n_atoms"], seconds(r)) for n, r in rows[lbl].items() if n != "__model__" and seconds(r))
+        if pts:
+            series[SPEED_LABELS[lbl]] = (pts, COLOURS.get(lbl))
+    if lammps:
+        pts = sorted((n, r["lammps_ms"] / 1000) for n, r in lammps.items())
+        series["Facet-Small (LAMMPS)"] = (pts, COLOURS["facet-small (LAMMPS)"])
+    for name, (pts, colour) in series.items():
+        ns, ts = zip(*pts)
+        k = fit_exponent(ns, ts)
+        exponents[name] = (k, min(ns), max(ns))
+        ax.plot(ns, ts, "o-", color=colour, label=f"{name} (slope {k:.2f})" if k else name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms (diamond Si, rattled)")
+    ax.set_ylabel("seconds per energy+forces(+stress) call")
+    ax.set_title("Scaling (2 threads)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=130)
+    plt.close(fig)
+    return exponents
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def machine():
+    import os
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = kb / 1024**2
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {fmt(mem, 0)} GiB RAM, {platform.platform()}, Python {platform.python_version()}"
+
+
+def main():
+    FIG.mkdir(parents=True, exist_ok=True)
+    md = ["# Facet against its peers: measured on one machine",
+          "",
+          f"Generated by `python benchmarks/report.py` from the measurements of `python benchmarks/run.py --all` "
+          f"(report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Nothing here is typed in.",
+          "",
+          f"**Machine:** {machine()}. No GPU. Absolute times drift on a shared machine; compare the ratios, "
+          "which come from runs made back to back.",
+          ""]
+
+    # --- data
+    si = load(OUT / "si" / "summary.json")
+    if si:
+        md += ["## Data", "",
+               f"pyxtal_ff Si DFT set ({si['structures']:,} structures; energies and forces, no stress). Dropped: "
+               f"energy above −3.0 eV/atom or any force component beyond 20 eV/Å ({si['removed']} removed, "
+               f"{si['kept']:,} kept). Split 10:1:1 by geometry group with seed 0, stored in "
+               f"`benchmarks/si/split.json`: train {si['train']:,}, validation {si['valid']}, test {si['test']}.", ""]
+
+    # --- accuracy
+    md += ["## Accuracy on the test split", "",
+           "| model | weights | parameters | energy MAE (meV/atom) | energy MAE, mean offset removed | "
+           "offset (meV/atom) | force MAE (meV/Å) |", "|---|---|---|---|---|---|---|"]
+    acc_order = ["facet-small-si", "mace-scratch", "nequix-scratch", "sevennet-scratch", "sevennet-0", "chgnet",
+                 "nequix-mp-1"]
+    acc_names = {"facet-small-si": "Facet-Small", "mace-scratch": "MACE (small)", "nequix-scratch": "Nequix",
+                 "sevennet-scratch": "SevenNet (base preset)", "sevennet-0": "SevenNet-0", "chgnet": "CHGNet 0.3.0",
+                 "nequix-mp-1": "Nequix-MP-1"}
+    budgets = {k: (load(TRAIN / k.split("-")[0] / "result.json") or {}).get("budget_minutes") for k in acc_order}
+    facet_curve = curves().get("facet")
+    budgets["facet-small-si"] = facet_curve[-1]["minutes"] if facet_curve else None
+    for key in acc_order:
+        a = load(OUT / "accuracy" / f"{key}.json")
+        if not a:
+            md.append(f"| {acc_names[key]} | – | – | not measured | | | |")
+            continue
+        m, model = a["metrics"], a.get("model", {})
+        weights = model.get("weights", "")
+        if key.endswith("scratch") or key == "facet-small-si":
+            weights = f"trained here, {fmt(budgets.get(key), 0)} min, 1 core"
+        else:
+            weights += " (zero-shot)"
+        md.append(f"| {acc_names[key]} | {weights} | {model.get('parameters', 0):,} | "
+                  f"{fmt(m['energy_mae_mev_atom'])} | {fmt(m['energy_mae_shifted_mev_atom'])} | "
+                  f"{fmt(m['energy_offset_mev_atom'])} | {fmt(m['force_mae_mev_A'])} |")
+    md += ["",
+           "Universal models (SevenNet-0, CHGNet, Nequix-MP-1; trained on Materials Project PBE/PBE+U data) are "
+           "used zero-shot. Their total energies rest on a different DFT set-up (pseudopotentials, energy "
+           "cut-off, reference energies) than the pyxtal_ff Si set, which shifts every Si energy per atom by "
+           "a near-constant amount. That offset says nothing about how well they rank or relax Si structures, "
+           "so the table also gives the MAE after subtracting the mean per-atom error (the offset column).", ""]
+
+    # --- training efficiency
+    data = curves()
+    if data:
+        plot_curves(data, FIG / "training_curves.png")
+        md += ["## Training efficiency", "",
+               "Each model trained from scratch on the same training split with its own training code, "
+               "on one core with one thread, for the same wall-clock budget (clock starts at launch: data "
+               "loading and compilation count). Validation errors as logged during training "
+               "(definitions in `benchmarks/peers/README.md`).", "",
+               "![training curves](figures/training_curves.png)", "",
+               "| model | budget (min) | epochs | best val. energy MAE (meV/atom) | best val. force MAE (meV/Å) |",
+               "|---|---|---|---|---|"]
+        for peer, curve in data.items():
+            e, f = best_within(curve, 1e9)
+            md.append(f"| {PEER_NAMES[peer]} | {fmt(curve[-1]['minutes'], 1)} | {fmt(curve[-1].get('epoch'), 1)} | "
+                      f"{fmt(e)} | {fmt(f)} |")
+        md += ["", "**Headlines** (time for Facet's validation error to reach a peer's, energy and forces "
+               "counted separately):", ""]
+        for peer, minutes, goal in (("mace", 60, 6), ("nequix", 20, 10)):
+            if peer not in data or "facet" not in data:
+                md.append(f"- {PEER_NAMES[peer]}: not measured.")
+                continue
+            e, f = best_within(data[peer], minutes)
+            te = time_to_reach(data["facet"], "energy", e)
+            tf = time_to_reach(data["facet"], "force", f)
+            span = data["facet"][-1]["minutes"]
+            verdict = lambda t: (f"— not reached within its {span:.0f}-minute run ✗" if t is None  # noqa: E731
+                                 else f"{t:.1f} min" + (" ✓" if t <= goal else " ✗"))
+            md.append(f"- {PEER_NAMES[peer]} after {minutes} min: {fmt(e)} meV/atom, {fmt(f)} meV/Å. Facet reaches "
+                      f"that energy error in {verdict(te)} and that force error in {verdict(tf)} (goal ≤ {goal} min).")
+        md.append("")
+
+    # --- speed per call
+    rows = timing_rows("calls_si")
+    multi = timing_rows("calls_multi")
+    for k, v in multi.items():
+        rows.setdefault(k, {}).update(v)
+    lammps = lammps_rows("lammps")
+    if rows:
+        si_names = sorted({n for r in rows.values() for n in r if n.startswith("Si_diamond")},
+                          key=lambda n: int(n.rsplit("_", 1)[1]))
+        multi_names = sorted({n for r in multi.values() for n in r if n != "__model__"})
+        table, ratios = speed_table(rows, lammps, si_names + multi_names)
+        md += ["## Speed per energy+forces+stress call", "",
+               "Median of 5 calls after 2 warm-up calls, each model alone on the machine with 2 threads; "
+               "positions are perturbed before every call so nothing is cached. Facet runs its exported "
+               "float32 model file (`benchmarks/out/models/facet-small-si.hlo`) through `facet.FacetCalculator`; "
+               "on the multi-element crystals Facet-Small and the MACE-MP-small architecture use random weights "
+               "(the Si model knows only Si; speed does not depend on the weight values). LAMMPS: one MD step of "
+               "`pair_style facet` (energy, forces, virial) on the same Si cells.", "", table, ""]
+        for peer, goal in (("sevennet-0", 0.5), ("mace-mp-small-arch", 0.33)):
+            rs = ratios[peer]
+            if rs:
+                gm = float(np.exp(np.mean(np.log(rs))))
+                md.append(f"- Facet / {SPEED_LABELS[peer]}: {', '.join(f'{r:.2f}' for r in rs)} "
+                          f"(geometric mean {gm:.2f}; goal ≤ {goal}: {'met' if max(rs) <= goal else 'missed'}).")
+        md.append("")
+
+    # --- relaxation
+    relax = timing_rows("relax")
+    if relax and plot_relax(relax, FIG / "relaxation.png"):
+        names = [n for n in next(iter(relax.values())) if n != "__model__"]
+        labels = [lbl for lbl in SPEED_LABELS if lbl in relax]
+        md += ["## Relaxation benchmark (the paper's Figure 5, offline)", "",
+               "ASE-built crystals, conventional cell and 2×2×2 supercell, rattled 0.05 Å (seeded); 100 FIRE "
+               "steps with fixed cell per model; median time per step (the first step, which compiles, is "
+               "excluded). Facet-Small and MACE-MP-small: random weights.", "",
+               "![relaxation](figures/relaxation.png)", "",
+               "| crystal | " + " | ".join(SPEED_LABELS[lbl] for lbl in labels) + " |",
+               "|---|" + "---|" * len(labels)]
+        for n in names:
+            md.append(f"| {n} | " + " | ".join(fmt((seconds(relax[lbl].get(n)) or float('nan')) * 1000, 1, " ms")
+                                             for lbl in labels) + " |")
+        f = relax.get("facet-small", {})
+        for peer in labels[1:]:
+            rs = [seconds(f.get(n)) / seconds(relax[peer].get(n)) for n in names
+                  if seconds(f.get(n)) and seconds(relax[peer].get(n))]
+            if rs:
+                md.append(f"\nMean speed edge of Facet over {SPEED_LABELS[peer]}: "
+                          f"{np.mean([1 / r for r in rs]):.2f}× (per-structure ratios averaged).")
+        md.append("")
+
+    # --- scaling
+    scaling = timing_rows("scaling")
+    lam_scaling = lammps_rows("lammps_scaling")
+    if scaling or lam_scaling:
+        exps = plot_scaling(scaling, lam_scaling, FIG / "scaling.png")
+        md += ["## Scaling", "", "![scaling](figures/scaling.png)", "",
+               "| model | fitted exponent (time ∝ atoms^k) | atoms |", "|---|---|---|"]
+        for name, (k, lo, hi) in exps.items():
+            md.append(f"| {name} | {fmt(k, 2)} | {lo}–{hi} |")
+        md.append("")
+
+    # --- profile
+    prof = load(OUT / "profile.json")
+    if prof:
+        md += ["## Where Facet's time goes", "",
+               f"`python benchmarks/profile_facet.py` on one training batch ({prof['batch_structures']} Si "
+               f"structures, {prof['atoms']} atoms, {prof['edges']:,} edges, {prof['edges_per_atom']:.1f} per atom):",
+               "", "| variant | parameters | energy (s) | energy+forces (s) | training gradient (s) |",
+               "|---|---|---|---|---|"]
+        for r in prof["rows"]:
+            md.append(f"| {r['variant']} | {r['params']:,} | {r['energy_s']:.3f} | {r['energy_forces_s']:.3f} | "
+                      f"{r['train_grad_s']:.3f} |")
+        if prof.get("blocks"):
+            md += ["", "Share of the training-gradient time by block (XLA profile):", "",
+                   "| block | ms | share |", "|---|---|---|"]
+            total = sum(prof["blocks"].values())
+            for b, ms in sorted(prof["blocks"].items(), key=lambda kv: -kv[1]):
+                md.append(f"| {b} | {ms:.1f} | {100 * ms / total:.0f} % |")
+        md.append("")
+    notes = HERE / "RESULTS-notes.md"
+    if notes.exists():
+        md += [notes.read_text().strip(), ""]
+    (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {(HERE / 'RESULTS.md').relative_to(ROOT)} and figures in {FIG.relative_to(ROOT)}/")
+
+
+if __name__ == "__main__":
+    main()
