@@ -38,18 +38,19 @@ def test_weighted_message_sum_and_its_derivatives_equal_e3nn(irreps, filter_ir_o
     x, vectors, _, senders, receivers = _inputs(irreps)
     n = x.shape[0]
     num_weights = e3nn.tensor_product(x[:1], e3nn.zeros("0e+1o+2e", (1,)), filter_ir_out=filter_ir_out).irreps.num_irreps
-    weights = jax.random.normal(jax.random.key(5), (len(vectors), num_weights), dtype=np.float64)
+    radial = jax.random.normal(jax.random.key(5), (len(vectors), 4), dtype=np.float64)
+    kernel = jax.random.normal(jax.random.key(7), (4, num_weights), dtype=np.float64)
 
     def reference(xa, vec, w):
         sh = e3nn.spherical_harmonics("0e+1o+2e", vec, True, "component")
         m = e3nn.tensor_product(e3nn.IrrepsArray(x.irreps, xa)[senders], sh, filter_ir_out=filter_ir_out)
-        return e3nn.scatter_sum(m * w, dst=receivers, output_size=n)
+        return e3nn.scatter_sum(m * (radial @ w), dst=receivers, output_size=n)
 
     def ours(xa, vec, w):
         sh = e3nn.spherical_harmonics("0e+1o+2e", vec, True, "component")
-        return weighted_message_sum(e3nn.IrrepsArray(x.irreps, xa), senders, receivers, sh, w, filter_ir_out)
+        return weighted_message_sum(e3nn.IrrepsArray(x.irreps, xa), senders, receivers, sh, radial, w, filter_ir_out)
 
-    ref, out = reference(x.array, vectors, weights), ours(x.array, vectors, weights)
+    ref, out = reference(x.array, vectors, kernel), ours(x.array, vectors, kernel)
     assert out.irreps == ref.irreps
     np.testing.assert_allclose(out.array, ref.array, atol=1e-12)
 
@@ -63,7 +64,7 @@ def test_weighted_message_sum_and_its_derivatives_equal_e3nn(irreps, filter_ir_o
         return lambda xa, vec, w: (jax.grad(scalar(fn), argnums=1)(xa, vec, w) ** 2).sum()
 
     for make in (scalar, force_loss):
-        g_ref = jax.grad(make(reference), argnums=(0, 1, 2))(x.array, vectors, weights)
-        g_out = jax.grad(make(ours), argnums=(0, 1, 2))(x.array, vectors, weights)
+        g_ref = jax.grad(make(reference), argnums=(0, 1, 2))(x.array, vectors, kernel)
+        g_out = jax.grad(make(ours), argnums=(0, 1, 2))(x.array, vectors, kernel)
         for a, b in zip(g_out, g_ref):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * float(np.abs(b).max()))

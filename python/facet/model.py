@@ -140,6 +140,16 @@ class EquivariantLayerNorm(nn.Module):
 # ---------------------------------------------------------------------------
 
 
+class Filter(nn.Module):
+    """The kernel of the linear radial filter (the parameters of a bias-free nn.Dense)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, num_basis: int) -> jax.Array:
+        return self.param("kernel", nn.initializers.lecun_normal(), (num_basis, self.features), jnp.float32)
+
+
 class Convolution(nn.Module):
     """Clebsch-Gordan tensor-product convolution with a linear ("spline") filter.
 
@@ -155,10 +165,12 @@ class Convolution(nn.Module):
         filter_ir_out = [ir for _, ir in irreps_out]
         num_paths = output_irreps(h.irreps, sh.irreps, filter_ir_out).num_irreps
         # One weight per tensor-product output channel: a bias-free linear map of
-        # the radial basis; the envelope makes it vanish smoothly at r_max.
-        weights = nn.Dense(num_paths, use_bias=False, name="filter")(radial) * envelope[:, None]
-        # sum_e weights_e * (h_s (x) Y_e), path by path (see facet.tensor_product).
-        aggregated = weighted_message_sum(h, senders, receivers, sh, weights, filter_ir_out) / norm
+        # the radial basis (the "spline" filter); the envelope makes it vanish
+        # smoothly at r_max. The map is applied path by path inside the sum.
+        kernel = Filter(num_paths, name="filter")(radial.shape[-1]).astype(radial.dtype)
+        # sum_e (W(d_e) * u(d_e)) * (h_s (x) Y_e) (see facet.tensor_product).
+        aggregated = weighted_message_sum(h, senders, receivers, sh, radial * envelope[:, None], kernel,
+                                          filter_ir_out) / norm
         out = e3nn.flax.Linear(irreps_out, force_irreps_out=True, name="message_linear")(aggregated)
         return out + e3nn.flax.Linear(irreps_out, force_irreps_out=True, name="self_connection")(h)
 

@@ -115,14 +115,16 @@ def _path_plan(irreps_in: str, irreps_sh: str, filter_ir_out: tuple[str, ...]):
 
 
 def weighted_message_sum(x: e3nn.IrrepsArray, senders: jax.Array, receivers: jax.Array, sh: e3nn.IrrepsArray,
-                         weights: jax.Array, filter_ir_out) -> e3nn.IrrepsArray:
-    """sum over edges e into each node of weights[e] * (x[senders[e]] (x) sh[e]).
+                         radial: jax.Array, kernel: jax.Array, filter_ir_out) -> e3nn.IrrepsArray:
+    """sum over edges e into each node of w[e] * (x[senders[e]] (x) sh[e]), w = radial @ kernel.
 
-    Equal to scatter_sum(e3nn.tensor_product(x[senders], sh, filter_ir_out) * weights,
-    receivers) with one weight per output irrep (weights: (E, num_irreps)), but
-    computed path by path: each path is one fused multiply-and-sum over its
-    input components followed by a scatter-add, which keeps every intermediate
-    in a layout XLA:CPU handles well, in the forward pass and in both derivatives.
+    Equal to scatter_sum(e3nn.tensor_product(x[senders], sh, filter_ir_out) * (radial @ kernel),
+    receivers) with one weight per output irrep (radial: (E, B), kernel: (B, num_irreps)),
+    but computed path by path: each path takes its own columns of the kernel
+    (so no (E, num_irreps) weight array is sliced, whose derivative XLA builds
+    by padding every slice back to full size), then one fused multiply-and-sum
+    over its input components and a scatter-add. Every intermediate stays in a
+    layout XLA:CPU handles well, in the forward pass and in both derivatives.
     """
     x = x.regroup()
     filter_ir_out = tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out)
@@ -134,7 +136,7 @@ def weighted_message_sum(x: e3nn.IrrepsArray, senders: jax.Array, receivers: jax
     for b, (s0, s1), c, mul, position, ir_out in paths:
         # A[e, i, k] = sum_j C[i, j, k] sh[e, j]; out[e, u, k] = w[e, u] sum_i x[e, u, i] A[e, i, k]
         a = jnp.einsum("ej,ijk->eik", sh.array[:, s0:s1], jnp.asarray(c, sh.dtype))
-        w = weights[:, position:position + mul]
+        w = radial @ kernel[:, position:position + mul]
         xe = gathered[b]
         if xe is None:
             pieces.append(jnp.zeros((num_nodes, mul * ir_out.dim), sh.dtype))
