@@ -308,6 +308,23 @@ def main():
         md.append(f"| {acc_names[key]} | {weights} | {model.get('parameters', 0):,} | "
                   f"{fmt(m['energy_mae_mev_atom'])} | {fmt(m['energy_mae_shifted_mev_atom'])} | "
                   f"{fmt(m['energy_offset_mev_atom'])} | {fmt(m['force_mae_mev_A'])} |")
+    band_rows = []
+    for key in acc_order:
+        a = load(OUT / "accuracy" / f"{key}.json")
+        bands = (a or {}).get("metrics", {}).get("by_energy_band")
+        if bands:
+            band_rows.append((acc_names[key], bands))
+    if band_rows:
+        def band_name(b):
+            lo, hi = b["above_min_ev_atom"]
+            return f"{lo:g}–{hi:g} eV/atom" if hi is not None else f"> {lo:g} eV/atom"
+        first = band_rows[0][1]
+        md += ["", "Errors by energy above the lowest test structure (energy MAE meV/atom / force MAE meV/Å; "
+               "structures per band: " + ", ".join(f"{band_name(b)}: {b['n_structures']}" for b in first) + "):", "",
+               "| model | " + " | ".join(band_name(b) for b in first) + " |", "|---|" + "---|" * len(first)]
+        for name, bands in band_rows:
+            md.append(f"| {name} | " + " | ".join(f"{fmt(b['energy_mae_mev_atom'])} / {fmt(b['force_mae_mev_A'])}"
+                                             for b in bands) + " |")
     md += ["",
            "Universal models (SevenNet-0, CHGNet, Nequix-MP-1; trained on Materials Project PBE/PBE+U data) are "
            "used zero-shot. Their total energies rest on a different DFT set-up (pseudopotentials, energy "
@@ -399,7 +416,10 @@ def main():
 
     # --- scaling
     scaling = timing_rows("scaling")
-    lam_scaling = lammps_rows("lammps_scaling")
+    for label, recs in timing_rows("calls_si").items():  # the speed step's 64/512/4096-atom points
+        for name, rec in recs.items():
+            scaling.setdefault(label, {}).setdefault(name, rec)
+    lam_scaling = {**lammps_rows("lammps"), **lammps_rows("lammps_scaling")}
     if scaling or lam_scaling:
         exps = plot_scaling(scaling, lam_scaling, FIG / "scaling.png")
         md += ["## Scaling", "", "![scaling](figures/scaling.png)", "",

@@ -95,8 +95,8 @@ def set_thread_env(threads: int) -> dict[str, str]:
              if not f.startswith(("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads"))]
     if int(threads) == 1:
         flags += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
-    else:
-        flags += [f"intra_op_parallelism_threads={t}"]
+    # With more threads XLA sizes its pool from the CPUs the process may use (pin with
+    # --cpus); a bare "intra_op_parallelism_threads=T" in XLA_FLAGS is a fatal parse error.
     env["XLA_FLAGS"] = " ".join(flags)
     loaded = [m for m in ("torch", "jax", "numpy") if m in sys.modules]
     if loaded:

@@ -29,8 +29,8 @@ is insensitive to a few of them) and are counted in ``n_slow_steps`` (steps
 longer than 5x the median) with their total time in ``slow_steps_s``.
 
 Threads: ``--threads T`` sets OMP/MKL/OpenBLAS variables and, for JAX,
-``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` (T = 1)
-or ``intra_op_parallelism_threads=T`` before anything heavy is imported, and
+``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` (T = 1;
+for T > 1 XLA sizes its pool from the CPUs it may use) before anything heavy is imported, and
 ``torch.set_num_threads(T)``.  ``--cpus 1`` pins the process (as ``taskset -c 1``).
 
 Skips (recorded with the reason, never a crash): elements the model does not

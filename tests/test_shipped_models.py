@@ -1,0 +1,60 @@
+"""The model files shipped in export/ load, describe themselves, and give physical numbers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from facet.calculator import FacetCalculator
+from facet.modelfile import read_header
+
+EXPORT = Path(__file__).resolve().parents[1] / "export"
+
+
+def test_si_model_header_says_what_it_was_trained_on():
+    header = read_header(EXPORT / "facet-small-si.hlo", verify_payload=True)
+    assert header["elements"] == ["Si"]
+    info = header["training"]
+    assert "pyxtal_ff" in info["trained_on"] and "split.json" in info["split"]
+    assert info["test"]["energy_mae_mev_atom"] > 0 and info["test"]["force_mae_mev_A"] > 0
+
+
+def test_si_model_diamond_equation_of_state():
+    """Diamond Si: PBE (the pyxtal_ff set) puts the minimum near a = 5.47 Å. A model
+    trained on that set must put it there too, with zero forces on the ideal lattice
+    (by symmetry) and zero pressure at its energy minimum (stress = strain derivative).
+
+    The absolute energy is not asserted: the shipped model is off by several hundred
+    meV/atom at the diamond ground state (see benchmarks/RESULTS.md, errors by energy
+    band), a known gap of the short training run."""
+    calc = FacetCalculator(EXPORT / "facet-small-si.hlo")
+    lattice = np.linspace(5.25, 5.70, 10)
+    energies = []
+    for a in lattice:
+        atoms = bulk("Si", "diamond", a=a, cubic=True)
+        atoms.calc = calc
+        energies.append(atoms.get_potential_energy() / len(atoms))
+        assert np.abs(atoms.get_forces()).max() < 1e-3
+    energies = np.array(energies)
+    fit = np.polyfit(lattice, energies, 3)
+    roots = np.roots(np.polyder(fit))
+    a0 = float(min((r.real for r in roots if abs(r.imag) < 1e-9 and lattice[0] < r.real < lattice[-1]),
+                   key=lambda r: np.polyval(fit, r)))
+    e0 = float(np.polyval(fit, a0))
+    print(f"diamond Si: a0 = {a0:.3f} Å, E0 = {e0:.4f} eV/atom")
+    assert 5.40 < a0 < 5.55
+    atoms = bulk("Si", "diamond", a=a0, cubic=True)
+    atoms.calc = calc
+    pressure = -atoms.get_stress()[:3].mean()
+    assert abs(pressure) < 0.01  # eV/Å^3 (1.6 GPa): the energy minimum is where pressure vanishes
+
+
+@pytest.mark.parametrize("name", ["facet-small-si.hlo", "facet-tiny-sio2.hlo"])
+def test_shipped_models_load_and_run(name):
+    calc = FacetCalculator(EXPORT / name)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_potential_energy())
+    assert np.isfinite(atoms.get_forces()).all()
