@@ -93,7 +93,7 @@ def plot_curves(data, png):
     for ax, key, title in ((axes[0], "energy", "validation energy MAE (meV/atom)"),
                            (axes[1], "force", "validation force MAE (meV/Å)")):
         for peer, curve in data.items():
-            ax.plot([p["minutes"] for p in curve], [p[key] for p in curve], "o-", ms=3,
+            ax.plot([p["minutes"] for p in curve], [p[key] for p in curve], marker="o", ms=3,
                     color=COLOURS[peer], label=PEER_NAMES[peer], ls="--" if peer.startswith("facet-") else "-")
         ax.set_yscale("log")
         ax.set_xlabel("wall-clock minutes since launch (1 core, 1 thread each)")
@@ -130,9 +130,10 @@ def lammps_rows(sub: str) -> dict[int, dict]:
 
 
 def seconds(rec):
-    if not rec or rec.get("skipped") or rec.get("median_s") is None:
+    """Median seconds per call (calls mode) or per step (relax mode); None if skipped."""
+    if not rec or rec.get("skipped"):
         return None
-    return rec["median_s"]
+    return rec.get("median_s", rec.get("median_step_s"))
 
 
 def speed_table(rows, lammps, structures):
@@ -151,7 +152,7 @@ def speed_table(rows, lammps, structures):
             rec = rows[lbl].get(name)
             t = seconds(rec)
             cells.append(fmt(t * 1000, 0, " ms") if t is not None else
-                         (f"skipped ({rec.get('skip_reason', rec.get('reason', ''))[:40]})" if rec else "–"))
+                         ("skipped: " + str(rec.get("skipped"))[:48] if rec else "–"))
         lam = lammps.get(n)
         cells.append(fmt(lam["lammps_ms"], 0, " ms") if lam else "–")
         f = seconds(rows.get("facet-small", {}).get(name))
@@ -327,10 +328,11 @@ def main():
                                              for b in bands) + " |")
     md += ["",
            "Universal models (SevenNet-0, CHGNet, Nequix-MP-1; trained on Materials Project PBE/PBE+U data) are "
-           "used zero-shot. Their total energies rest on a different DFT set-up (pseudopotentials, energy "
-           "cut-off, reference energies) than the pyxtal_ff Si set, which shifts every Si energy per atom by "
-           "a near-constant amount. That offset says nothing about how well they rank or relax Si structures, "
-           "so the table also gives the MAE after subtracting the mean per-atom error (the offset column).", ""]
+           "used zero-shot. Their total energies can rest on a different DFT set-up (pseudopotentials, energy "
+           "cut-off, reference energies) than the pyxtal_ff Si set, which would shift every Si energy by "
+           "an offset per atom that says nothing about how well they rank or relax Si structures, so the table "
+           "also gives the MAE after subtracting the mean per-atom error (the offset column). Here the offset is "
+           "not constant (see the bands above and the notes at the end): removing it helps only a little.", ""]
 
     # --- training efficiency
     data = curves()
