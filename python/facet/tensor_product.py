@@ -1,15 +1,13 @@
-"""Channel-wise ("uvu") Clebsch-Gordan tensor product of node features with edge
-spherical harmonics, laid out for XLA:CPU.
+"""Channel-wise ("uvu") Clebsch-Gordan tensor-product convolution, laid out for XLA:CPU.
 
-It computes exactly what ``e3nn.tensor_product(x, y, filter_ir_out=...)`` does
-(same output irreps, order and normalisation: the coefficients are read off
-e3nn-jax itself), but in a different order. e3nn contracts every path as an
-(edges*channels, i*j) @ (i*j, k) matrix product with k <= 5, which XLA:CPU runs
-at a small fraction of its speed and which dominated Facet's step time. Here
-the spherical harmonics are contracted with the coefficients first, once per
-edge and input l, giving a small (i, K) matrix per edge (K = all output
-components of that input l); the channels then meet it in one broadcast
-multiply-and-sum that XLA fuses.
+`weighted_message_sum` computes exactly scatter_sum(e3nn.tensor_product(x[senders],
+sh, filter_ir_out=...) * weights, receivers) (same output irreps, order and
+normalisation: the coefficients are read off e3nn-jax itself), but in a
+different order. e3nn contracts every path as an (edges*channels, i*j) @ (i*j, k)
+matrix product with k <= 5, which XLA:CPU runs at a small fraction of its speed
+and which dominated Facet's step time. Here each path contracts the spherical
+harmonics with its coefficients first (a small (i, k) matrix per edge), then
+meets the channels in one broadcast multiply-and-sum that XLA fuses.
 """
 
 from __future__ import annotations
@@ -39,44 +37,10 @@ def _coefficients(ir_in: str, irreps_sh: str, filter_ir_out: tuple[str, ...]):
 
 
 def output_irreps(irreps_in: e3nn.Irreps, irreps_sh: e3nn.Irreps, filter_ir_out) -> e3nn.Irreps:
-    """The (regrouped) irreps `channelwise_tensor_product` returns, as e3nn would."""
+    """The (regrouped) irreps of the product `weighted_message_sum` sums, as e3nn would."""
     x = e3nn.zeros(irreps_in, ())
     y = e3nn.zeros(irreps_sh, ())
     return e3nn.tensor_product(x, y, filter_ir_out=filter_ir_out).irreps
-
-
-def channelwise_tensor_product(x: e3nn.IrrepsArray, sh: e3nn.IrrepsArray, filter_ir_out) -> e3nn.IrrepsArray:
-    """out[e] = x[e] (x) sh[e] channel by channel, equal to e3nn.tensor_product(x, sh, filter_ir_out=...).
-
-    x: (E, irreps_in) node features already gathered to edges; sh: (E, irreps_sh).
-    """
-    filter_ir_out = tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out)
-    x = x.regroup()  # e3nn sorts the inputs too before a regrouped product
-    sh_key = str(sh.irreps)
-    lead = x.shape[:-1]
-    pieces: dict[str, list[jax.Array]] = {ir: [] for ir in filter_ir_out}
-    for (mul, ir), chunk in zip(x.irreps, x.chunks):
-        if mul == 0 or chunk is None:
-            continue
-        coeffs, out_irreps = _coefficients(str(ir), sh_key, filter_ir_out)
-        if out_irreps.dim == 0:
-            continue
-        # A[e, i, K] = sum_j C[i, j, K] sh[e, j]: one small matrix per edge.
-        a = jnp.einsum("...j,ijk->...ik", sh.array, jnp.asarray(coeffs, sh.dtype))
-        # out[e, u, K] = sum_i x[e, u, i] A[e, i, K] as a fusable multiply-and-sum.
-        out = jnp.sum(chunk[..., :, :, None] * a[..., None, :, :], axis=-2)
-        start = 0
-        for m_out, ir_out in out_irreps:
-            for _ in range(m_out):
-                block = out[..., start:start + ir_out.dim]
-                pieces[str(ir_out)].append(block.reshape(lead + (mul * ir_out.dim,)))
-                start += ir_out.dim
-    order = [str(ir) for ir in sorted(e3nn.Irrep(ir) for ir in pieces if pieces[ir])]
-    irreps = output_irreps(x.irreps, sh.irreps, [e3nn.Irrep(ir) for ir in filter_ir_out])
-    if not order:
-        return e3nn.zeros(irreps, lead, x.dtype)
-    array = jnp.concatenate([p for ir in order for p in pieces[ir]], axis=-1)
-    return e3nn.IrrepsArray(irreps, array)
 
 
 @functools.lru_cache(maxsize=None)
