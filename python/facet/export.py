@@ -144,7 +144,16 @@ def contract_function(config, params, dtype: str | None = None) -> tuple[Callabl
     from facet import model
 
     dtype = dtype or getattr(config, "dtype", "float32")
-    module = model.build(config)
+    fn, cast = module_contract_function(model.build(config), params, dtype)
+    return fn, cast, dtype
+
+
+def module_contract_function(module, params, dtype: str) -> tuple[Callable, Any]:
+    """The contract function of any flax module that maps (edge_vectors, senders,
+    receivers, species) to per-atom energies (Facet, the SevenNet port), with its
+    parameters cast to ``dtype`` and closed over. Returns (fn, cast params)."""
+    from facet import model
+
     with _x64(dtype == "float64"):
         cast = model.cast_params(params, dtype)
 
@@ -153,7 +162,7 @@ def contract_function(config, params, dtype: str | None = None) -> tuple[Callabl
             module, cast, edge_vectors, senders, receivers, species, energy_mask
         )
 
-    return fn, cast, dtype
+    return fn, cast
 
 
 def model_header(config, params, dtype: str, info: dict[str, Any] | None = None) -> dict[str, Any]:

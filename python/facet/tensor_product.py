@@ -53,9 +53,7 @@ def _path_plan(irreps_in: str, irreps_sh: str, filter_ir_out: tuple[str, ...]):
     sh_irreps = e3nn.Irreps(irreps_sh)
     filt = [e3nn.Irrep(ir) for ir in filter_ir_out]
     raw = []  # e3nn's order before regrouping: block, then sh irrep, then output irrep
-    sh_start = 0
-    for j, (mul_sh, ir_sh) in enumerate(sh_irreps):
-        assert mul_sh == 1, "edge spherical harmonics have multiplicity 1"
+    assert all(mul == 1 for mul, _ in sh_irreps), "edge spherical harmonics have multiplicity 1"
     for b, (mul, ir1) in enumerate(x_irreps):
         sh_start = 0
         for _, ir2 in sh_irreps:

@@ -10,25 +10,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from facet import modelfile
-from facet.export import DEFAULT_PLATFORMS, _x64, export_program, make_header
+from facet.export import DEFAULT_PLATFORMS, export_program, make_header, module_contract_function
 from facet.sevennet.model import SevenNet, SevenNetConfig, count_parameters, cutoff_of
 
 
 def contract_function(config: SevenNetConfig, params, dtype: str | None = None):
     """``fn(edge_vectors, senders, receivers, species, energy_mask) -> (atom_energies, dE_dedge)``
     with the parameters cast to ``dtype`` and closed over.  Returns (fn, cast params, dtype)."""
-    from facet import model as facet_model
-
     dtype = dtype or config.dtype
-    module = SevenNet(config)
-    with _x64(dtype == "float64"):
-        cast = facet_model.cast_params(params, dtype)
-
-    def fn(edge_vectors, senders, receivers, species, energy_mask):
-        return facet_model.energy_and_edge_gradients(
-            module, cast, edge_vectors, senders, receivers, species, energy_mask
-        )
-
+    fn, cast = module_contract_function(SevenNet(config), params, dtype)
     return fn, cast, dtype
 
 
