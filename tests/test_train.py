@@ -54,6 +54,25 @@ def test_overrides_are_typed_and_checked():
         apply_override(cfg, "batch_size=2.5")
 
 
+def test_config_dicts_keep_fixed_length_tuples():
+    """JSON turns tuples into lists; tuple[str, float] must come back as (str, float), not (str, str)."""
+    import dataclasses
+    import json
+
+    from facet.config import from_dict
+
+    @dataclasses.dataclass(frozen=True)
+    class Pairs:
+        constants: tuple[tuple[str, float], ...] = ()
+        radii: tuple[float, ...] = ()
+
+    back = from_dict(Pairs, json.loads(json.dumps(dataclasses.asdict(Pairs((("silu", 1.68),), (0.5, 1))))))
+    assert back.constants == (("silu", 1.68),) and isinstance(back.constants[0][1], float)
+    assert back.radii == (0.5, 1.0)
+    with pytest.raises(ValueError, match="must have 2 items"):
+        from_dict(Pairs, {"constants": [["silu", 1.0, 2.0]]})
+
+
 def test_two_devices_give_the_one_device_loss_and_gradient(small_data, tmp_path):
     assert jax.local_device_count() >= 2, "conftest forces 2 host devices"
     # float64 so that the comparison is not limited by float32 summation order.

@@ -140,8 +140,11 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         return _coerce(inner[0], value, name)
     if origin is tuple:
         seq = list(value)
-        item = args[0] if args else Any
-        return tuple(_coerce(item, v, name) for v in seq)
+        if len(args) == 2 and args[1] is Ellipsis or not args:  # tuple[T, ...] or bare tuple
+            return tuple(_coerce(args[0] if args else Any, v, name) for v in seq)
+        if len(seq) != len(args):
+            raise ValueError(f"{name} must have {len(args)} items, got {len(seq)}")
+        return tuple(_coerce(a, v, name) for a, v in zip(args, seq))
     if hint is float:
         return float(value)
     if hint is int:

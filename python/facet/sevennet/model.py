@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facet.config import from_dict as config_from_dict
 from facet import model as facet_model
 
 # ---------------------------------------------------------------------------
@@ -103,16 +104,7 @@ class SevenNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SevenNetConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ValueError(f"unknown SevenNetConfig field(s) {sorted(unknown)}")
-        kw = {}
-        for k, v in d.items():
-            if isinstance(v, list):
-                v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-            kw[k] = v
-        return cls(**kw)
+        return config_from_dict(cls, d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
