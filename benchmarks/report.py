@@ -178,22 +178,44 @@ def plot_relax(rows, png):
         for name in rows[lbl]:
             if name != "__model__" and name not in names:
                 names.append(name)
+    atoms = {n: rec["n_atoms"] for lbl in labels for n, rec in rows[lbl].items() if n != "__model__"}
     if not names:
         return False
-    fig, ax = plt.subplots(figsize=(max(8, 0.8 * len(names)), 4.5))
-    width = 0.8 / max(len(labels), 1)
+    names.sort(key=lambda n: (atoms.get(n, 0), n))
+    # Left: the paper's view, median time per step against system size, one series per model.
+    # Right: each peer's time divided by Facet's on the same crystal (the speed edge).
+    fig, (ax, ax_edge) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    facet = rows.get("facet-small", {})
+    width = 0.8 / max(len(labels) - 1, 1)
     for k, lbl in enumerate(labels):
-        ys = [seconds(rows[lbl].get(n)) for n in names]
-        xs = [i + (k - (len(labels) - 1) / 2) * width for i in range(len(names))]
-        ax.bar([x for x, y in zip(xs, ys) if y], [y * 1000 for y in ys if y], width,
-               color=COLOURS.get(lbl), label=SPEED_LABELS[lbl])
+        pts = [(atoms[n], seconds(rows[lbl].get(n))) for n in names if seconds(rows[lbl].get(n))]
+        if pts:
+            ax.scatter(*zip(*[(a, t * 1000) for a, t in pts]), s=28, color=COLOURS.get(lbl), label=SPEED_LABELS[lbl],
+                       marker="*" if lbl == "facet-small" else "o", zorder=3 if lbl == "facet-small" else 2)
+        if lbl == "facet-small":
+            continue
+        edge = [(i, seconds(rows[lbl].get(n)) / seconds(facet.get(n))) for i, n in enumerate(names)
+                if seconds(rows[lbl].get(n)) and seconds(facet.get(n))]
+        if edge:
+            off = (k - 1 - (len(labels) - 2) / 2) * width
+            ax_edge.bar([i + off for i, _ in edge], [r for _, r in edge], width, color=COLOURS.get(lbl),
+                        label=SPEED_LABELS[lbl])
+    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("atoms in the cell")
     ax.set_ylabel("median time per FIRE step (ms)")
-    ax.set_title("Relaxation: 100 FIRE steps per rattled crystal (cf. the paper's Figure 5)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y", which="both")
+    ax.set_title("Time per relaxation step (cf. the paper's Figure 5)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax_edge.axhline(1.0, color="k", lw=0.8)
+    ax_edge.set_yscale("log")
+    ax_edge.set_xticks(range(len(names)))
+    ax_edge.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
+    ax_edge.set_ylabel("peer time / Facet time (above 1: Facet faster)")
+    ax_edge.set_title("Facet's speed edge per crystal")
+    ax_edge.grid(alpha=0.3, axis="y", which="both")
+    ax_edge.legend(fontsize=7)
+    fig.suptitle("Relaxation: 100 FIRE steps per rattled crystal, 2 threads")
     fig.tight_layout()
     fig.savefig(png, dpi=130)
     plt.close(fig)
@@ -403,17 +425,18 @@ def main():
     # --- relaxation
     relax = timing_rows("relax")
     if relax and plot_relax(relax, FIG / "relaxation.png"):
-        names = [n for n in next(iter(relax.values())) if n != "__model__"]
         labels = [lbl for lbl in SPEED_LABELS if lbl in relax]
+        atoms = {n: r["n_atoms"] for lbl in labels for n, r in relax[lbl].items() if n != "__model__"}
+        names = sorted(atoms, key=lambda n: (atoms[n], n))
         md += ["## Relaxation benchmark (the paper's Figure 5, offline)", "",
                "ASE-built crystals, conventional cell and 2×2×2 supercell, rattled 0.05 Å (seeded); 100 FIRE "
                "steps with fixed cell per model; median time per step (the first step, which compiles, is "
                "excluded). Facet-Small and MACE-MP-small: random weights.", "",
                "![relaxation](figures/relaxation.png)", "",
-               "| crystal | " + " | ".join(SPEED_LABELS[lbl] for lbl in labels) + " |",
-               "|---|" + "---|" * len(labels)]
+               "| crystal | atoms | " + " | ".join(SPEED_LABELS[lbl] for lbl in labels) + " |",
+               "|---|---|" + "---|" * len(labels)]
         for n in names:
-            md.append(f"| {n} | " + " | ".join(fmt((seconds(relax[lbl].get(n)) or float('nan')) * 1000, 1, " ms")
+            md.append(f"| {n} | {atoms[n]} | " + " | ".join(fmt((seconds(relax[lbl].get(n)) or float('nan')) * 1000, 1, " ms")
                                              for lbl in labels) + " |")
         f = relax.get("facet-small", {})
         for peer in labels[1:]:
