@@ -43,7 +43,7 @@ bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/lammps_step.py
 
 # Facet against SevenNet-0, CHGNet, MACE and Nequix: trains, times and writes
-# benchmarks/RESULTS.md (about 2.5 hours on 2 cores; see benchmarks/run.py).
+# benchmarks/RESULTS.md (about 3 hours on 2 cores; see benchmarks/run.py).
 bench-peers: $(STAMP)
 	$(PY) benchmarks/run.py --all
 

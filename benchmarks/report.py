@@ -414,7 +414,10 @@ def main():
                "float32 model file (`benchmarks/out/models/facet-small-si.hlo`) through `facet.FacetCalculator`; "
                "on the multi-element crystals Facet-Small and the MACE-MP-small architecture use random weights "
                "(the Si model knows only Si; speed does not depend on the weight values). LAMMPS: one MD step of "
-               "`pair_style facet` (energy, forces, virial) on the same Si cells.", "", table, ""]
+               "`pair_style facet` (energy, forces, virial) on the same Si cells."
+               + (f" The Si model timed has r_max {rows['facet-small']['__model__']['cutoff']:.2f} Å (its trained "
+                  "cutoff; edges beyond it are never built)." if rows.get("facet-small", {}).get("__model__", {})
+                  .get("cutoff") else ""), "", table, ""]
         for peer, goal in (("sevennet-0", 0.5), ("mace-mp-small-arch", 0.33)):
             rs = ratios[peer]
             if rs:
