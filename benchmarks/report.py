@@ -24,10 +24,10 @@ FIG = HERE / "figures"
 TRAIN = OUT / "train"
 SPEED = OUT / "speed"
 
-PEER_NAMES = {"facet": "Facet-Small", "facet-10min": "Facet-Small, 10-minute budget",
-              "facet-10min-graph5.5": "Facet-Small, 10-minute budget, training graph 5.5 Å",
+PEER_NAMES = {"facet": "Facet-Small", "facet-10min-graph5.5": "Facet-Small, 10-min budget, training graph 5.5 Å",
+              "facet-narrow-10min-graph5.5": "Facet at the peers' width (90k), 10-min budget, graph 5.5 Å",
               "mace": "MACE", "nequix": "Nequix", "sevennet": "SevenNet"}
-COLOURS = {"facet": "#d62728", "facet-10min": "#ff9896", "facet-10min-graph5.5": "#e377c2", "mace": "#1f77b4",
+COLOURS = {"facet": "#d62728", "facet-10min-graph5.5": "#ff9896", "facet-narrow-10min-graph5.5": "#e377c2", "mace": "#1f77b4",
            "nequix": "#2ca02c", "sevennet": "#9467bd",
            "facet-small": "#d62728", "facet-small (LAMMPS)": "#ff9896", "sevennet-0": "#9467bd",
            "chgnet": "#8c564b", "nequix-mp-1": "#2ca02c", "mace-mp-small-arch": "#1f77b4"}
@@ -54,7 +54,7 @@ def fmt(x, digits=1, unit=""):
 def curves() -> dict[str, list[dict]]:
     """{peer: [{minutes, energy, force, epoch}]} from every training run found."""
     out = {}
-    for run in ("facet", "facet-10min", "facet-10min-graph5.5"):
+    for run in ("facet", "facet-10min-graph5.5", "facet-narrow-10min-graph5.5"):
         metrics = TRAIN / run / "metrics.jsonl"
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -398,7 +398,7 @@ def main():
             md.append(f"- {PEER_NAMES[peer]} after {minutes} min: {fmt(e)} meV/atom, {fmt(f)} meV/Å. On its "
                       f"{span:.0f}-minute curve Facet reaches that energy error in {verdict(te)} and that force "
                       f"error in {verdict(tf)} (goal ≤ {goal} min).")
-            for run in (f"facet-{goal}min", f"facet-{goal}min-graph5.5"):
+            for run in (f"facet-{goal}min-graph5.5", f"facet-narrow-{goal}min-graph5.5"):
                 short = data.get(run)
                 if short:
                     fe, ff = short[-1]["energy"], short[-1]["force"]
