@@ -132,9 +132,10 @@ def step_structures(args):
 
 def facet_train_cmd(minutes: float, core: int, out: Path) -> str:
     return (f"XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1' "
-            f"taskset -c {core} {shlex.quote(py('main'))} -m facet.train --data {shlex.quote(si_json())} "
-            f"--split-indices benchmarks/si/split.json --config benchmarks/configs/facet-small-si.json "
-            f"--out {shlex.quote(str(out))} --max-time {minutes:g} --no-progress")
+            f"taskset -c {core} {shlex.quote(os.path.relpath(py('main'), ROOT))} -m facet.train "
+            f"--data {shlex.quote(si_json())} --split-indices benchmarks/si/split.json "
+            f"--config benchmarks/configs/facet-small-si.json --out {shlex.quote(os.path.relpath(out, ROOT))} "
+            f"--max-time {minutes:g} --no-progress")  # relative: it goes into the model file's header
 
 
 def peer_train_cmd(peer: str, minutes: float, core: int) -> list[str]:
@@ -199,7 +200,8 @@ def step_export(args):
                       f"{data['kept']} of {data['structures']} structures kept (energy <= -3.0 eV/atom, "
                       "|force components| <= 20 eV/A)",
         "split": f"benchmarks/si/split.json (train {data['train']}, valid {data['valid']}, test {data['test']})",
-        "training_command": (TRAIN / "facet" / "command.txt").read_text().strip(),
+        # paths relative to the repository: no machine paths in a shipped file
+        "training_command": (TRAIN / "facet" / "command.txt").read_text().strip().replace(str(ROOT) + os.sep, ""),
     }
     run([py("main"), "-m", "facet.export", str(ckpt), "-o", str(si_model), "--dtype", "float32",
          *[f"--note={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in notes.items()]])
