@@ -2,6 +2,7 @@
 buckets, compilation counting and caching."""
 
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -206,6 +207,13 @@ def test_header_describes_the_model(tiny, files):
     assert h["training"]["note"] == "random weights"
     assert h["model_config"]["hidden_irreps"] == cfg.hidden_irreps
     assert h["shape_policy"]["kind"] == "symbolic" and h["inputs"][3]["shape"] == ["N"]
+
+
+def test_file_carries_no_source_paths(files):
+    """MLIR source locations would put the exporting machine's paths into a shared file."""
+    data = Path(files["float32"]).read_bytes()
+    repo = str(Path(model.__file__).resolve().parents[2]).encode()
+    assert b"site-packages" not in data and repo not in data and b"model.py" not in data
 
 
 def test_padding_never_changes_results(files):

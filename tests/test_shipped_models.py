@@ -20,6 +20,15 @@ def test_si_model_header_says_what_it_was_trained_on():
     assert info["test"]["energy_mae_mev_atom"] > 0 and info["test"]["force_mae_mev_A"] > 0
 
 
+@pytest.mark.parametrize("name", ["facet-small-si.hlo", "facet-tiny-sio2.hlo"])
+def test_shipped_models_carry_no_machine_paths(name):
+    header = read_header(EXPORT / name)
+    program = (EXPORT / name).read_bytes()[-header["payload_bytes"]:]  # no source locations in it
+    assert b"site-packages" not in program and b".py" not in program
+    command = header.get("training", {}).get("training_command", "")
+    assert not [word for word in command.split() if word.startswith("/")], command  # repository-relative
+
+
 def test_si_model_diamond_equation_of_state():
     """Diamond Si: PBE (the pyxtal_ff set) puts the minimum near a = 5.47 Å. A model
     trained on that set must put it there too, with zero forces on the ideal lattice

@@ -11,6 +11,7 @@ symbolic shapes (N atoms, E edges), wrapped in the container of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -39,6 +40,19 @@ def _x64(enabled: bool):
     return jax.enable_x64(enabled)
 
 
+@contextlib.contextmanager
+def _no_source_locations():
+    """MLIR locations would carry the exporting machine's file paths into the model file."""
+    import jax
+
+    before = jax.config.jax_traceback_in_locations_limit
+    jax.config.update("jax_traceback_in_locations_limit", 0)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_traceback_in_locations_limit", before)
+
+
 def export_program(fn: Callable, dtype: str = "float32", platforms: Sequence[str] = DEFAULT_PLATFORMS):
     """Export ``fn(edge_vectors, senders, receivers, species, energy_mask)`` with
     symbolic shapes ``(N, E)``.  Returns a ``jax.export.Exported``."""
@@ -52,7 +66,7 @@ def export_program(fn: Callable, dtype: str = "float32", platforms: Sequence[str
     unknown = [p for p in platforms if p not in KNOWN_PLATFORMS]
     if unknown or not platforms:
         raise ValueError(f"unknown platform(s) {unknown or platforms}; choose from {KNOWN_PLATFORMS}")
-    with _x64(dtype == "float64"):
+    with _x64(dtype == "float64"), _no_source_locations():
         dt = jnp.dtype(dtype)
         n, e = export.symbolic_shape(SYMBOLS)
         specs = (
