@@ -373,7 +373,7 @@ def main():
                "loading and compilation count). Validation errors as logged during training "
                "(definitions in `benchmarks/peers/README.md`).", "",
                "![training curves](figures/training_curves.png)", "",
-               "| model | budget (min) | epochs | training structures/s | best val. energy MAE (meV/atom) | "
+               "| model | budget (min) | epochs | structures/s over the run | best val. energy MAE (meV/atom) | "
                "best val. force MAE (meV/Å) |",
                "|---|---|---|---|---|---|"]
         n_train = (si or {}).get("train")
@@ -393,11 +393,11 @@ def main():
             te = time_to_reach(data["facet"], "energy", e)
             tf = time_to_reach(data["facet"], "force", f)
             span = data["facet"][-1]["minutes"]
-            verdict = lambda t: (f"— not reached within its {span:.0f}-minute run ✗" if t is None  # noqa: E731
-                                 else f"{t:.1f} min" + (" ✓" if t <= goal else " ✗"))
-            md.append(f"- {PEER_NAMES[peer]} after {minutes} min: {fmt(e)} meV/atom, {fmt(f)} meV/Å. On its "
-                      f"{span:.0f}-minute curve Facet reaches that energy error in {verdict(te)} and that force "
-                      f"error in {verdict(tf)} (goal ≤ {goal} min).")
+            verdict = lambda t: ("not reached ✗" if t is None  # noqa: E731
+                                 else f"reached at {t:.1f} min" + (" ✓" if t <= goal else " ✗"))
+            md.append(f"- {PEER_NAMES[peer]} after {minutes} min: {fmt(e)} meV/atom, {fmt(f)} meV/Å (goal: Facet "
+                      f"within {goal} min). Facet-Small's {span:.0f}-minute run: energy {verdict(te)}, "
+                      f"forces {verdict(tf)}.")
             for run in (f"facet-{goal}min-graph5.5", f"facet-narrow-{goal}min-graph5.5"):
                 short = data.get(run)
                 if short:
