@@ -178,7 +178,7 @@ def step_budgets(args):
         cmd += "".join(f" --set {shlex.quote(o)}" for o in overrides)
         (out / "command.txt").write_text(cmd + "\n")
         procs.append((name, run(cmd, log_file=out / "train.log", background=True)))
-    log(f"training Facet-Small budget runs {', '.join(n for n, _, _ in BUDGET_RUNS)}, one core each")
+    log(f"training Facet budget runs {', '.join(n for n, _, _ in BUDGET_RUNS)}, one core each")
     wait_all(procs, "Facet budgets")
 
 
