@@ -419,7 +419,7 @@ def main():
         multi_names = sorted({n for r in multi.values() for n in r if n != "__model__"})
         table, ratios = speed_table(rows, lammps, si_names + multi_names)
         md += ["## Speed per energy+forces+stress call", "",
-               "Median of 5 calls after 2 warm-up calls, each model alone on the machine with 2 threads; "
+               "Median of at least 5 calls, and of as many as fit in 3 s (at most 200), after 2 warm-up calls, each model alone on the machine with 2 threads; "
                "positions are perturbed before every call so nothing is cached. Facet runs its exported "
                "float32 model file (`benchmarks/out/models/facet-small-si.hlo`) through `facet.FacetCalculator`; "
                "on the multi-element crystals Facet-Small and the MACE-MP-small architecture use random weights "

@@ -13,7 +13,8 @@ Modes
 -----
 ``calls``: per structure, ``--warmup`` calls (default 2; the first includes any
 compilation and is recorded as ``first_call_s``), then ``--repeats`` timed calls of
-``get_potential_energy``, ``get_forces`` and ``get_stress``.  Before every call the
+``get_potential_energy``, ``get_forces`` and ``get_stress`` (more, until they add up to
+``--min-seconds``).  Before every call the
 positions are reset to the structure plus fresh Gaussian noise of 1e-3 A, so no
 calculator can return a cached result.  Reports median, min and mean wall time,
 and the median process CPU time (``median_cpu_s``): with one thread on a busy
@@ -68,6 +69,8 @@ def parse_args(argv=None):
     ap.add_argument("--structures", required=True, nargs="+", help="extxyz file(s); every frame is timed")
     ap.add_argument("--only", nargs="+", help="time only frames with these info['name'] values")
     ap.add_argument("--mode", choices=("calls", "relax"), default="calls")
+    ap.add_argument("--min-seconds", type=float, default=3.0,
+                    help=f"calls mode: keep timing calls until they add up to this (at most {MAX_CALLS} calls)")
     ap.add_argument("--repeats", type=int, help="timed calls (calls: default 5) or relaxations (relax: default 1)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (calls mode)")
     ap.add_argument("--steps", type=int, default=100, help="FIRE steps per relaxation (relax mode)")
@@ -199,6 +202,9 @@ def stats(times):
             "max_s": float(a.max()), "n": int(a.size)}
 
 
+MAX_CALLS = 200
+
+
 def time_calls(calc, atoms0, args, rng, deadline, rec):
     atoms = atoms0.copy()
     atoms.calc = calc
@@ -207,7 +213,10 @@ def time_calls(calc, atoms0, args, rng, deadline, rec):
     rec["warmup_s"] = warm
     rec["times_s"] = timed
     rec["cpu_times_s"] = cpu
-    for k in range(args.warmup + args.repeats):
+    k = 0
+    # at least --repeats timed calls, and more until they add up to --min-seconds: a 50 ms
+    # call timed five times is at the mercy of the machine's load
+    while k < args.warmup + args.repeats or (sum(timed) < args.min_seconds and len(timed) < MAX_CALLS):
         # stop early (soft limit) when the next call would end past the deadline
         last = (timed or warm or [0.0])[-1]
         if k > 0 and time.monotonic() + last > deadline:
@@ -218,6 +227,7 @@ def time_calls(calc, atoms0, args, rng, deadline, rec):
         (warm if k < args.warmup else timed).append(dt)
         if k >= args.warmup:
             cpu.append(dc)
+        k += 1
     if warm:
         rec["first_call_s"] = warm[0]
     if timed:
