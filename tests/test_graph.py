@@ -225,6 +225,32 @@ def test_loader_stacks_device_batches(default_graphs):
         BatchLoader(default_graphs, 7, num_devices=2)
 
 
+@pytest.mark.parametrize("devices", [1, 2])
+def test_budget_loader_packs_every_graph_once_into_one_shape(default_graphs, devices):
+    """Budget batching: one padded shape, every graph exactly once per epoch, and the
+    padded work within the budget's margin of the real work (plus the packing slack)."""
+    loader = BatchLoader(default_graphs, 16, seed=1, budget=1.1, num_devices=devices)
+    assert len(loader.distinct_shapes(range(3))) == 1
+    for epoch in range(2):
+        batches = list(loader.epoch(epoch))
+        indices = np.concatenate(loader.batch_indices(epoch))
+        assert sorted(indices.tolist()) == list(range(len(default_graphs)))
+        real_atoms = sum(g.n_atoms for g in default_graphs)
+        real_edges = sum(g.n_edges for g in default_graphs)
+        padded_atoms = sum(b.species.size for b in batches)
+        padded_edges = sum(b.senders.size for b in batches)
+        assert sum(int(b.graph_mask.sum()) for b in batches) == len(default_graphs)
+        # Greedy packing fills each batch to within one graph of a budget.
+        assert padded_edges / real_edges < 1.1 * 1.35 and padded_atoms / real_atoms < 1.1 * 1.35
+        for b in batches:  # the padding atom and graph always exist
+            assert np.all(~b.node_mask[..., -1]) and np.all(~b.graph_mask[..., -1])
+    # Resuming at step k lands on the batch the uninterrupted run takes next.
+    n0 = len(loader.batch_parts(0))
+    assert loader.locate(n0 + 2) == (1, 2) and loader.locate(3) == (0, 3)
+    with pytest.raises(ValueError, match="budget must be >= 1"):
+        BatchLoader(default_graphs, 16, budget=0.9)
+
+
 def test_average_degree_table_matches_direct_count(default_graphs):
     graphs = default_graphs[:40]
     radii = degree_radii(5.0)

@@ -274,11 +274,22 @@ class BatchLoader:
     """Epochs of padded batches over prebuilt graphs (neighbour lists computed once).
 
     Each epoch shuffles the graphs with ``np.random.default_rng((seed, epoch))``
-    (deterministic, independent of how many epochs were drawn before) and cuts
-    them into batches of `batch_size` graphs (the last one smaller unless
-    drop_last). With num_devices > 1 every batch is split into num_devices
-    sub-batches of batch_size / num_devices graphs, all padded to one shape and
-    stacked along a new leading axis (for data-parallel training).
+    (deterministic, independent of how many epochs were drawn before). Two ways
+    to cut the order into batches:
+
+    * shape menu (``budget=None``): batches of exactly `batch_size` graphs (the
+      last one smaller unless drop_last), each padded to the smallest shape of
+      a menu of at most `max_shapes` shapes (see the module docstring);
+    * budget (``budget=b``): one shape for every batch, with atom and edge
+      budgets of b x the mean batch of `batch_size` graphs; graphs are packed
+      greedily in the shuffled order until the next one would not fit, so a
+      batch holds a varying number of graphs (batch_size on average, at most
+      2 x batch_size). Padding then wastes about b - 1 of the real work.
+
+    With num_devices > 1 every batch is split into num_devices sub-batches
+    (batch_size / num_devices graphs each, or each packed to the budget), all
+    padded to one shape and stacked along a new leading axis (for data-parallel
+    training).
     """
 
     def __init__(
@@ -293,11 +304,14 @@ class BatchLoader:
         steps_per_octave: int = DEFAULT_STEPS_PER_OCTAVE,
         plan_epochs: int = 8,
         max_shapes: int | None = None,
+        budget: float | None = None,
     ):
         if batch_size < 1 or num_devices < 1 or batch_size % num_devices:
             raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of num_devices ({num_devices})")
         if not graphs:
             raise ValueError("BatchLoader needs at least one graph")
+        if budget is not None and budget < 1.0:
+            raise ValueError(f"budget must be >= 1 (a multiple of the mean batch), got {budget}")
         self.graphs = list(graphs)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -305,35 +319,85 @@ class BatchLoader:
         self.num_devices = num_devices
         self.drop_last = drop_last
         self.steps_per_octave = steps_per_octave
-        self.n_graph = batch_size // num_devices + 1
+        self.budget = budget
         self._atoms = np.array([g.n_atoms for g in self.graphs])
         self._edges = np.array([g.n_edges for g in self.graphs])
         self._epoch = 0
-        self.shape_menu = self._plan_shapes(plan_epochs)
-        if max_shapes is not None and len(self.shape_menu) > max_shapes:
-            self.shape_menu = merge_shape_menu(self.shape_menu, max_shapes)
-
-    @classmethod
-    def from_structures(cls, structures: Sequence[Structure], cutoff: float, species_index: dict[int, int],
-                        batch_size: int, **kwargs) -> "BatchLoader":
-        return cls(build_graphs(structures, cutoff, species_index), batch_size, **kwargs)
+        self._plans: dict[int, list[list[np.ndarray]]] = {}
+        per_device = batch_size // num_devices
+        if budget is None:
+            self.n_graph = per_device + 1
+            self.shape_menu = self._plan_shapes(plan_epochs)
+            if max_shapes is not None and len(self.shape_menu) > max_shapes:
+                self.shape_menu = merge_shape_menu(self.shape_menu, max_shapes)
+        else:
+            # Budgets per device: b x the mean sub-batch, never below the largest graph
+            # (+1 atom: a padding atom always exists), rounded up to a multiple of 8.
+            round8 = lambda x: int(-(-int(np.ceil(x)) // 8) * 8)  # noqa: E731
+            n_node = round8(max(budget * per_device * self._atoms.mean(), self._atoms.max()) + 1)
+            n_edge = round8(max(budget * per_device * self._edges.mean(), self._edges.max(), 1))
+            self.n_graph = 2 * per_device + 1
+            self.shape_menu = [(n_node, n_edge)]
 
     def __len__(self) -> int:
+        """Batches per epoch (with a budget: of epoch 0; others differ by a few)."""
+        if self.budget is not None:
+            return len(self.batch_parts(0))
         n = len(self.graphs)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _order(self, epoch: int) -> np.ndarray:
+        n = len(self.graphs)
+        return np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
+
+    def batch_parts(self, epoch: int) -> list[list[np.ndarray]]:
+        """Graph indices of every batch of an epoch, one array per device."""
+        if self.budget is None:
+            return [np.array_split(idx, self.num_devices) for idx in self.batch_indices(epoch)]
+        if epoch not in self._plans:
+            if len(self._plans) > 4:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[epoch] = self._pack(self._order(epoch))
+        return self._plans[epoch]
+
+    def _pack(self, order: np.ndarray) -> list[list[np.ndarray]]:
+        (n_node, n_edge), max_graphs = self.shape_menu[0], self.n_graph - 1
+        parts, current, atoms, edges = [], [], 0, 0
+        for i in order:
+            a, e = int(self._atoms[i]), int(self._edges[i])
+            if current and (atoms + a > n_node - 1 or edges + e > n_edge or len(current) == max_graphs):
+                parts.append(np.asarray(current))
+                current, atoms, edges = [], 0, 0
+            current.append(i)
+            atoms, edges = atoms + a, edges + e
+        parts.append(np.asarray(current))
+        d = self.num_devices
+        if len(parts) % d:  # every device needs a part: the last batch gets empty (all-padding) ones
+            parts += [np.zeros(0, int)] * (d - len(parts) % d)
+        return [parts[k:k + d] for k in range(0, len(parts), d)]
+
     def batch_indices(self, epoch: int) -> list[np.ndarray]:
         """Graph indices of every batch of an epoch."""
-        n = len(self.graphs)
-        order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
+        if self.budget is not None:
+            return [np.concatenate(parts) for parts in self.batch_parts(epoch)]
+        order = self._order(epoch)
         return [order[i:i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, batches to skip in it) of the batch after `step` batches (to resume a run)."""
+        if self.budget is None:
+            return divmod(step, max(len(self), 1))
+        epoch = 0
+        while step >= len(self.batch_parts(epoch)):
+            step -= len(self.batch_parts(epoch))
+            epoch += 1
+        return epoch, step
 
     def _device_parts(self, indices: np.ndarray) -> list[np.ndarray]:
         return np.array_split(indices, self.num_devices)
 
-    def _real_sizes(self, indices: np.ndarray) -> tuple[int, int]:
+    def _real_sizes(self, parts: Sequence[np.ndarray]) -> tuple[int, int]:
         """Real (atoms, edges) of a batch: the largest device part decides for all parts."""
-        parts = self._device_parts(indices)
         return max(int(self._atoms[p].sum()) for p in parts), max(int(self._edges[p].sum()) for p in parts)
 
     def _plan_shapes(self, n_epochs: int) -> list[tuple[int, int]]:
@@ -341,27 +405,35 @@ class BatchLoader:
         largest_e: dict[int, int] = {}
         for epoch in range(n_epochs):
             for indices in self.batch_indices(epoch):
-                n, e = pad_sizes(*self._real_sizes(indices), self.steps_per_octave)
+                n, e = pad_sizes(*self._real_sizes(self._device_parts(indices)), self.steps_per_octave)
                 largest_e[n] = max(largest_e.get(n, 0), e)
         return sorted(largest_e.items())
 
     def batch_shape(self, indices: np.ndarray) -> tuple[int, int, int]:
         """Padded (N, E, G) of one batch: the smallest menu shape that fits, else its ladder shape."""
-        n, e = self._real_sizes(indices)
+        if self.budget is not None:
+            return (*self.shape_menu[0], self.n_graph)
+        n, e = self._real_sizes(self._device_parts(indices))
         for n_node, n_edge in self.shape_menu:  # sorted by N, so the first fit is the smallest
             if n_node >= n + 1 and n_edge >= e:
                 return n_node, n_edge, self.n_graph
         return (*pad_sizes(n, e, self.steps_per_octave), self.n_graph)
 
     def make_batch(self, indices: np.ndarray) -> GraphBatch:
-        n_node, n_edge, n_graph = self.batch_shape(indices)
-        parts = [batch_graphs([self.graphs[i] for i in p], n_node, n_edge, n_graph)
-                 for p in self._device_parts(indices)]
-        return parts[0] if self.num_devices == 1 else stack_batches(parts)
+        """The padded batch of these graphs (shape menu) or of these device parts (budget)."""
+        parts = indices if self.budget is not None else self._device_parts(indices)
+        n_node, n_edge, n_graph = (*self.shape_menu[0], self.n_graph) if self.budget is not None \
+            else self.batch_shape(indices)
+        batches = [batch_graphs([self.graphs[i] for i in p], n_node, n_edge, n_graph) for p in parts]
+        return batches[0] if self.num_devices == 1 else stack_batches(batches)
 
     def epoch(self, epoch: int) -> Iterator[GraphBatch]:
-        for indices in self.batch_indices(epoch):
-            yield self.make_batch(indices)
+        if self.budget is not None:
+            for parts in self.batch_parts(epoch):
+                yield self.make_batch(parts)
+        else:
+            for indices in self.batch_indices(epoch):
+                yield self.make_batch(indices)
 
     def __iter__(self) -> Iterator[GraphBatch]:
         """Iterate over the next epoch (0, 1, 2, ... on successive calls)."""
@@ -397,16 +469,24 @@ def merge_shape_menu(menu: list[tuple[int, int]], max_shapes: int) -> list[tuple
 # ----------------------------------------------------------------------------- statistics
 
 
-def degree_radii(cutoff: float, start: float = 0.5, stop: float = 12.0, step: float = 0.5) -> np.ndarray:
-    """Default radius grid for average_degree_table: start..stop in steps, never beyond cutoff."""
-    radii = np.arange(start, stop + 1e-9, step)
+def degree_radii(cutoff: float, start: float = 0.5, step: float = 0.25) -> np.ndarray:
+    """The radius grid of k(r) tables: start, start + step, ... up to the cutoff."""
+    radii = np.arange(start, cutoff + 1e-9, step)
     return radii[radii <= cutoff + 1e-12]
+
+
+def degree_table(graphs: Sequence[Graph], cutoff: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """k(r) on degree_radii(cutoff), as a model config stores it (FacetConfig.degree_radii,
+    degree_values). Values are floored at 1e-3: messages are divided by k(r_max)^p."""
+    radii = degree_radii(cutoff)
+    values = average_degree_table(graphs, radii)
+    return tuple(float(r) for r in radii), tuple(float(max(v, 1e-3)) for v in values)
 
 
 def average_degree_table(graphs: Sequence[Graph], radii: Sequence[float] | None = None) -> np.ndarray:
     """Average number of neighbours per atom closer than each radius (the model's k(r_max)).
 
-    Radii default to degree_radii(smallest graph cutoff) (0.5, 1.0, ... <= 12 Å)
+    Radii default to degree_radii(smallest graph cutoff) (0.5, 0.75, ... Å)
     and may not exceed the graph cutoff (edges beyond it do not exist).
     """
     if not graphs:
