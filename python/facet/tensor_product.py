@@ -109,3 +109,35 @@ def weighted_message_sum(x: e3nn.IrrepsArray, senders: jax.Array, receivers: jax
     if not pieces:
         return e3nn.zeros(irreps_out, (num_nodes,), sh.dtype)
     return e3nn.IrrepsArray(irreps_out, jnp.concatenate(pieces, axis=-1))
+
+
+def species_message_sum(table: jax.Array, species: jax.Array, senders: jax.Array, receivers: jax.Array,
+                        sh: e3nn.IrrepsArray, radial: jax.Array, kernel: jax.Array, filter_ir_out) -> e3nn.IrrepsArray:
+    """weighted_message_sum for a first layer whose features are species embeddings.
+
+    When x[s] = table[species[s]] (scalars only, no angular part), every message is
+    table[z_s, u] * w[e, u] * A[e, k] with w = radial @ kernel, so the sum over the
+    edges into node n regroups exactly by the sender's species z:
+
+        out[n, u, k] = sum_{z, b} table[z, u] kernel[b, u] D[n, z, b, k],
+        D[n, z, b, k] = sum_{e -> n, z_s = z} radial[e, b] A[e, k],
+
+    a per-species density of radial basis x spherical harmonics. D costs one scatter
+    of B * dim(sh) numbers per edge instead of (channels x components) per edge, and
+    the channels meet it in one matrix product per node."""
+    filter_ir_out = tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out)
+    num_species, channels = table.shape
+    irreps_out, paths = _path_plan(f"{channels}x0e", str(sh.irreps), filter_ir_out)
+    num_nodes = species.shape[0]
+    num_basis = radial.shape[1]
+    slot = receivers * num_species + species[senders]  # (node, sender species) of each edge
+    pieces = []
+    for _, (s0, s1), c, mul, position, ir_out in paths:
+        a = sh.array[:, s0:s1] @ jnp.asarray(c[0], sh.dtype)  # (E, k): the scalar input has i = 1
+        density = jax.ops.segment_sum((radial[:, :, None] * a[:, None, :]).reshape(-1, num_basis * ir_out.dim),
+                                      slot, num_nodes * num_species)
+        density = density.reshape(num_nodes, num_species * num_basis, ir_out.dim)
+        weights = (table[:, None, :] * kernel[None, :, position:position + mul]).reshape(-1, mul)  # (z*b, u)
+        out = jnp.einsum("nqk,qu->nuk", density, weights.astype(density.dtype))
+        pieces.append(out.reshape(num_nodes, mul * ir_out.dim))
+    return e3nn.IrrepsArray(irreps_out, jnp.concatenate(pieces, axis=-1))
