@@ -92,12 +92,11 @@ def main(argv=None):
     (train_s, _, _), _ = si_data.load_split()
     structures = train_s[: args.batch]
     species_index = fgraph.species_index(("Si",))
-    graphs = [fgraph.build_graph(s, cfg.model.graph_cutoff, species_index) for s in structures]
+    graphs = [fgraph.build_graph(s, cfg.training_graph_cutoff, species_index) for s in structures]
     n_atoms = sum(g.n_atoms for g in graphs)
     n_edges = sum(g.n_edges for g in graphs)
     batch = fgraph.batch_graphs(graphs, n_atoms + 1, n_edges, len(graphs) + 1)
-    radii = fgraph.degree_radii(cfg.model.graph_cutoff)
-    values = fgraph.average_degree_table(graphs, radii)
+    radii, values = fgraph.degree_table(graphs, cfg.training_graph_cutoff)
 
     variants = {
         "full": {},
@@ -107,8 +106,8 @@ def main(argv=None):
     rows = []
     blocks = {}
     for name in args.variants.split(","):
-        mcfg = dataclasses.replace(cfg.model, elements=("Si",), degree_radii=tuple(radii),
-                                   degree_values=tuple(values), **variants[name])
+        mcfg = dataclasses.replace(cfg.model, elements=("Si",), degree_radii=radii,
+                                   degree_values=values, **variants[name])
         module = fmodel.build(mcfg)
         params = fmodel.init(module, jax.random.key(0))
         tcfg = dataclasses.replace(cfg, model=mcfg)

@@ -132,7 +132,7 @@ def test_rotation_and_reflection_equivariance(tiny_model):
             e1, _, f1, _ = evaluate(cfg, module, params, turned)
             worst_e = max(worst_e, abs(e1 - e0) / (len(atoms) * spread))
             worst_f = max(worst_f, np.linalg.norm(f1 - f0 @ q.T) / np.linalg.norm(f0))
-    print(f"equivariance error (S2 grid 18x17): energy {worst_e:.2e} of the per-atom spread, forces {worst_f:.2e}")
+    print(f"equivariance error (S2 grid {cfg.s2_res_beta}x{cfg.s2_res_alpha}): energy {worst_e:.2e} of the per-atom spread, forces {worst_f:.2e}")
     assert worst_e < 0.01 and worst_f < 0.02
 
 
@@ -140,7 +140,9 @@ def test_s2_mixer_equivariance_error_below_one_percent():
     import e3nn_jax as e3nn
 
     irreps = e3nn.Irreps("16x0e+8x1o+8x2e")
-    mixer = model.S2MLPMixer(irreps, channels=16, heads=2, hidden=8, lmax=2, res_beta=18, res_alpha=17)
+    grid = FacetConfig()  # the default grid, which every model uses unless configured otherwise
+    mixer = model.S2MLPMixer(irreps, channels=16, heads=2, hidden=8, lmax=2, res_beta=grid.s2_res_beta,
+                             res_alpha=grid.s2_res_alpha, quadrature=grid.s2_quadrature)
     x = e3nn.normal(irreps, jax.random.key(0), (32,))
     p = mixer.init(jax.random.key(1), x)
     errors = []
@@ -148,7 +150,8 @@ def test_s2_mixer_equivariance_error_below_one_percent():
         y_rot = mixer.apply(p, x.transform_by_angles(*angles))
         rot_y = mixer.apply(p, x).transform_by_angles(*angles)
         errors.append(float(jnp.linalg.norm(y_rot.array - rot_y.array) / jnp.linalg.norm(rot_y.array)))
-    print(f"S2-MLP-Mixer equivariance error (18x17 soft grid): max {max(errors):.2e}")
+    print(f"S2-MLP-Mixer equivariance error ({grid.s2_res_beta}x{grid.s2_res_alpha} {grid.s2_quadrature} grid): "
+          f"max {max(errors):.2e}")
     assert max(errors) < 0.01
 
 

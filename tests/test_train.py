@@ -198,5 +198,13 @@ def test_mae_loss_is_the_weighted_mean_absolute_error():
     mse = load_config(None, ["energy_weight=2", "force_weight=3"])
     assert float(train.loss_from_sums(sums, mae)) == pytest.approx(2 * np.abs(de).mean() + 3 * np.abs(df).mean())
     assert float(train.loss_from_sums(sums, mse)) == pytest.approx(2 * (de**2).mean() + 3 * (df**2).mean())
-    with pytest.raises(ValueError, match="loss must be 'mse' or 'mae'"):
-        load_config(None, ["loss=huber"])
+    # The final stage's energy weight replaces the configured one.
+    assert float(train.loss_from_sums(sums, mae, energy_weight=5.0)) == pytest.approx(
+        5 * np.abs(de).mean() + 3 * np.abs(df).mean())
+    # l2mae: each atom's force error is the norm of its error vector.
+    sums_norm = {**sums, "f_norm": np.sum(np.linalg.norm(df, axis=1)), "f_atoms": 7.0}
+    l2mae = load_config(None, ["loss=l2mae", "energy_weight=2", "force_weight=3"])
+    assert float(train.loss_from_sums(sums_norm, l2mae)) == pytest.approx(
+        2 * np.abs(de).mean() + 3 * np.linalg.norm(df, axis=1).mean())
+    with pytest.raises(ValueError, match="loss must be one of 'mse', 'mae', 'l2mae', 'huber', got 'hinge'"):
+        load_config(None, ["loss=hinge"])

@@ -28,6 +28,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
+# TrainConfig fields that older checkpoints may carry (the warm-up is now counted in steps).
+RETIRED_TRAIN_FIELDS = ("warmup_fraction",)
+
+
 def _to_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(x), tree)
 
@@ -75,7 +79,10 @@ def load(path: str | Path) -> dict[str, Any]:
     if int(payload.get("version", -1)) > VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {payload['version']}, newer than "
                               f"this facet understands ({VERSION}); upgrade facet")
-    payload["config"] = from_dict(TrainConfig, json.loads(payload["config"]))
+    config = json.loads(payload["config"])
+    for name in RETIRED_TRAIN_FIELDS:  # settings of older versions that no longer exist
+        config.pop(name, None)
+    payload["config"] = from_dict(TrainConfig, config)
     payload["info"] = json.loads(payload["info"])
     payload["step"] = int(payload["step"])
     return payload

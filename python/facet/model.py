@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from facet.config import FacetConfig
-from facet.tensor_product import output_irreps, weighted_message_sum
+from facet.tensor_product import output_irreps, species_message_sum, weighted_message_sum
 
 # ---------------------------------------------------------------------------
 # Radial pieces (pure functions)
@@ -109,10 +109,11 @@ def scale_irreps(x: e3nn.IrrepsArray, scales: jax.Array) -> e3nn.IrrepsArray:
 
 class EquivariantLayerNorm(nn.Module):
     """Layer norm with scalars centred and RMS-normalised, l>0 jointly RMS-normalised,
-    then a learned per-channel scale initialised to 0 (the layer scale)."""
+    then a learned per-channel scale (the layer scale; FacetConfig.layer_scale_init)."""
 
     eps: float = 1e-6
     vector_eps: float = 0.1
+    scale_init: float = 0.0
 
     @nn.compact
     def __call__(self, x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
@@ -131,7 +132,7 @@ class EquivariantLayerNorm(nn.Module):
             v = v * jax.lax.rsqrt(jnp.mean(v**2, axis=-1, keepdims=True) + self.vector_eps)
             parts.append(e3nn.IrrepsArray(vectors.irreps, v))
         y = e3nn.concatenate(parts).regroup()
-        scale = self.param("layer_scale", nn.initializers.zeros, (y.irreps.num_irreps,), y.dtype)
+        scale = self.param("layer_scale", nn.initializers.constant(self.scale_init), (y.irreps.num_irreps,), y.dtype)
         return scale_irreps(y, scale)
 
 
@@ -160,7 +161,7 @@ class Convolution(nn.Module):
     irreps_out: e3nn.Irreps
 
     @nn.compact
-    def __call__(self, h, sh, radial, envelope, senders, receivers, norm):
+    def __call__(self, h, sh, radial, envelope, senders, receivers, norm, species_table=None, species=None):
         irreps_out = e3nn.Irreps(self.irreps_out)
         filter_ir_out = [ir for _, ir in irreps_out]
         num_paths = output_irreps(h.irreps, sh.irreps, filter_ir_out).num_irreps
@@ -168,33 +169,40 @@ class Convolution(nn.Module):
         # the radial basis (the "spline" filter); the envelope makes it vanish
         # smoothly at r_max. The map is applied path by path inside the sum.
         kernel = Filter(num_paths, name="filter")(radial.shape[-1]).astype(radial.dtype)
-        # sum_e (W(d_e) * u(d_e)) * (h_s (x) Y_e) (see facet.tensor_product).
-        aggregated = weighted_message_sum(h, senders, receivers, sh, radial * envelope[:, None], kernel,
-                                          filter_ir_out) / norm
+        # sum_e (W(d_e) * u(d_e)) * (h_s (x) Y_e) (see facet.tensor_product). When h is
+        # the species embedding (first layer), the same sum is taken per sender species.
+        weighted = radial * envelope[:, None]
+        if species_table is not None:
+            aggregated = species_message_sum(species_table.astype(h.dtype), species, senders, receivers, sh,
+                                             weighted, kernel, filter_ir_out)
+        else:
+            aggregated = weighted_message_sum(h, senders, receivers, sh, weighted, kernel, filter_ir_out)
+        aggregated = aggregated / norm
         out = e3nn.flax.Linear(irreps_out, force_irreps_out=True, name="message_linear")(aggregated)
         return out + e3nn.flax.Linear(irreps_out, force_irreps_out=True, name="self_connection")(h)
 
 
 @functools.lru_cache(maxsize=None)
-def s2_grid_matrices(lmax: int, res_beta: int, res_alpha: int) -> tuple[np.ndarray, np.ndarray]:
-    """Matrices of e3nn-jax's to_s2grid / from_s2grid (soft quadrature) for irreps
+def s2_grid_matrices(lmax: int, res_beta: int, res_alpha: int,
+                     quadrature: str = "soft") -> tuple[np.ndarray, np.ndarray]:
+    """Matrices of e3nn-jax's to_s2grid / from_s2grid ("soft" or "gausslegendre") for irreps
     0e+1o+2e+...: coefficients (dim) -> grid values (beta*alpha) and back.
 
     Both transforms are linear, so sampling them once on the identity gives the
     exact same map as calling them, and lets the mixer run as two matmuls.
     Computed once, eagerly, in float64."""
     with jax.ensure_compile_time_eval(), jax.enable_x64(True):
-        return _s2_grid_matrices(lmax, res_beta, res_alpha)
+        return _s2_grid_matrices(lmax, res_beta, res_alpha, quadrature)
 
 
-def _s2_grid_matrices(lmax, res_beta, res_alpha):
+def _s2_grid_matrices(lmax, res_beta, res_alpha, quadrature):
     irreps = e3nn.s2_irreps(lmax, p_val=1, p_arg=-1)
     eye = e3nn.IrrepsArray(irreps, np.eye(irreps.dim))
-    grid = e3nn.to_s2grid(eye, res_beta, res_alpha, quadrature="soft", fft=False, p_val=1, p_arg=-1)
+    grid = e3nn.to_s2grid(eye, res_beta, res_alpha, quadrature=quadrature, fft=False, p_val=1, p_arg=-1)
     to_grid = np.asarray(grid.grid_values).reshape(irreps.dim, res_beta * res_alpha)
     npts = res_beta * res_alpha
     signals = e3nn.SphericalSignal(
-        np.eye(npts).reshape(npts, res_beta, res_alpha), quadrature="soft", p_val=1, p_arg=-1
+        np.eye(npts).reshape(npts, res_beta, res_alpha), quadrature=quadrature, p_val=1, p_arg=-1
     )
     from_grid = np.asarray(e3nn.from_s2grid(signals, irreps, fft=False).array)
     return to_grid.astype(np.float64), from_grid.astype(np.float64)
@@ -213,13 +221,14 @@ class S2MLPMixer(nn.Module):
     lmax: int
     res_beta: int
     res_alpha: int
+    quadrature: str = "soft"
 
     @nn.compact
     def __call__(self, h: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
         grid_irreps = e3nn.s2_irreps(self.lmax, p_val=1, p_arg=-1)
         x = e3nn.flax.Linear(self.channels * grid_irreps, name="up")(h)
         x = x.mul_to_axis(self.channels).array  # (N, C, dim)
-        to_grid, from_grid = s2_grid_matrices(self.lmax, self.res_beta, self.res_alpha)
+        to_grid, from_grid = s2_grid_matrices(self.lmax, self.res_beta, self.res_alpha, self.quadrature)
         to_grid = jnp.asarray(to_grid, x.dtype)
         from_grid = jnp.asarray(from_grid, x.dtype)
         n = x.shape[0]
@@ -255,11 +264,12 @@ class Residual(nn.Module):
 
     eps: float
     vector_eps: float
+    scale_init: float = 0.0
 
     @nn.compact
     def __call__(self, h: e3nn.IrrepsArray, out: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
         out = out.regroup()
-        norm = EquivariantLayerNorm(self.eps, self.vector_eps, name="norm")
+        norm = EquivariantLayerNorm(self.eps, self.vector_eps, self.scale_init, name="norm")
         return pad_or_truncate(h, out.irreps) + norm(out)
 
 
@@ -303,26 +313,30 @@ class Facet(nn.Module):
             r_max, jnp.asarray(cfg.degree_radii, dtype), jnp.asarray(cfg.degree_values, dtype)
         ) ** cfg.degree_exponent
 
-        h = nn.Embed(num_species, cfg.embedding_channels, name="embedding")(species)
-        h = e3nn.IrrepsArray(f"{cfg.embedding_channels}x0e", h)
+        embed = nn.Embed(num_species, cfg.embedding_channels, name="embedding")
+        h = e3nn.IrrepsArray(f"{cfg.embedding_channels}x0e", embed(species))
         conv_args = (sh, radial, envelope, senders, receivers, norm)
+        residual = functools.partial(Residual, cfg.layer_norm_eps, cfg.vector_norm_eps, cfg.layer_scale_init)
 
         hidden = e3nn.Irreps(cfg.hidden_irreps)
         for layer in range(cfg.num_equivariant_layers):
-            out = Convolution(hidden, name=f"conv_{layer}")(h, *conv_args)
-            h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name=f"conv_{layer}_residual")(h, out)
+            # The first layer's senders carry only their species embedding: its messages
+            # are summed per species (exact, and far cheaper; see species_message_sum).
+            first = dict(species_table=embed.embedding, species=species) if layer == 0 else {}
+            out = Convolution(hidden, name=f"conv_{layer}")(h, *conv_args, **first)
+            h = residual(name=f"conv_{layer}_residual")(h, out)
             out = S2MLPMixer(
                 hidden, cfg.mixer_channels, cfg.mixer_heads, cfg.mixer_hidden,
-                cfg.sh_lmax, cfg.s2_res_beta, cfg.s2_res_alpha, name=f"mixer_{layer}",
+                cfg.sh_lmax, cfg.s2_res_beta, cfg.s2_res_alpha, cfg.s2_quadrature, name=f"mixer_{layer}",
             )(h)
-            h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name=f"mixer_{layer}_residual")(h, out)
+            h = residual(name=f"mixer_{layer}_residual")(h, out)
 
         last = cfg.num_equivariant_layers
         scalars = e3nn.Irreps(f"{cfg.scalar_channels}x0e")
         out = Convolution(scalars, name=f"conv_{last}")(h, *conv_args)
-        h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name=f"conv_{last}_residual")(h, out)
+        h = residual(name=f"conv_{last}_residual")(h, out)
         out = ScalarMLP(cfg.scalar_mlp_hidden, cfg.scalar_channels, name="scalar_mlp")(h)
-        h = Residual(cfg.layer_norm_eps, cfg.vector_norm_eps, name="scalar_mlp_residual")(h, out)
+        h = residual(name="scalar_mlp_residual")(h, out)
 
         # Readout: eps_i = shift[z_i] + global_scale * scale[z_i] * (w . h_i).
         raw = nn.Dense(1, use_bias=False, name="readout")(h.array)[:, 0]

@@ -85,31 +85,42 @@ def error_sums(module, params, batch, cfg):
     """Sums of squared and absolute errors with their counts, so that losses and
     MAEs combine exactly over devices and batches (no mean of means)."""
     import jax.numpy as jnp
+    import optax
 
     energy, forces, stress = predict(module, params, batch, cfg.model.graph_cutoff)
     gmask = batch.graph_mask.astype(energy.dtype)
     n_atoms = jnp.maximum(batch.n_atoms, 1).astype(energy.dtype)
     de = (energy - batch.energy) / n_atoms * gmask
-    fmask = (batch.node_mask & batch.has_forces[batch.node_graph]).astype(energy.dtype)[:, None]
+    atom_mask = (batch.node_mask & batch.has_forces[batch.node_graph]).astype(energy.dtype)
+    fmask = atom_mask[:, None]
     df = (forces - batch.forces) * fmask
     smask = (batch.graph_mask & batch.has_stress).astype(energy.dtype)[:, None, None]
     ds = (stress - batch.stress) * smask
+    # Each atom's force-error norm, with a safe gradient at zero error (masked atoms).
+    df_sq = jnp.sum(df**2, axis=-1)
+    df_norm = jnp.where(df_sq > 0, jnp.sqrt(jnp.where(df_sq > 0, df_sq, 1.0)), 0.0)
+    huber = lambda x: jnp.sum(optax.huber_loss(x, delta=cfg.huber_delta))  # noqa: E731
     return {
-        "e_sq": jnp.sum(de**2), "e_abs": jnp.sum(jnp.abs(de)), "e_n": jnp.sum(gmask),
-        "f_sq": jnp.sum(df**2), "f_abs": jnp.sum(jnp.abs(df)), "f_n": 3 * jnp.sum(fmask),
-        "s_sq": jnp.sum(ds**2), "s_abs": jnp.sum(jnp.abs(ds)), "s_n": 9 * jnp.sum(smask),
+        "e_sq": jnp.sum(de**2), "e_abs": jnp.sum(jnp.abs(de)), "e_huber": huber(de), "e_n": jnp.sum(gmask),
+        "f_sq": jnp.sum(df**2), "f_abs": jnp.sum(jnp.abs(df)), "f_huber": huber(df), "f_n": 3 * jnp.sum(fmask),
+        "f_norm": jnp.sum(df_norm), "f_atoms": jnp.sum(atom_mask),
+        "s_sq": jnp.sum(ds**2), "s_abs": jnp.sum(jnp.abs(ds)), "s_huber": huber(ds), "s_n": 9 * jnp.sum(smask),
     }
 
 
-def loss_from_sums(sums, cfg):
+def loss_from_sums(sums, cfg, energy_weight=None):
+    """The configured loss from error sums; energy_weight (may be traced) overrides
+    cfg.energy_weight, for the final energy-weighted stage."""
     import jax.numpy as jnp
 
-    kind = "abs" if cfg.loss == "mae" else "sq"
+    kind = {"mse": "sq", "mae": "abs", "l2mae": "abs", "huber": "huber"}[cfg.loss]
 
-    def mean(key):
-        return sums[f"{key}_{kind}"] / jnp.maximum(sums[f"{key}_n"], 1.0)
+    def mean(key, kind=kind, count="n"):
+        return sums[f"{key}_{kind}"] / jnp.maximum(sums[f"{key}_{count}"], 1.0)
 
-    return cfg.energy_weight * mean("e") + cfg.force_weight * mean("f") + cfg.stress_weight * mean("s")
+    force = mean("f", "norm", "atoms") if cfg.loss == "l2mae" else mean("f")
+    energy_weight = cfg.energy_weight if energy_weight is None else energy_weight
+    return energy_weight * mean("e") + cfg.force_weight * force + cfg.stress_weight * mean("s")
 
 
 def stacked_sums(module, params, stacked_batch, cfg):
@@ -118,6 +129,146 @@ def stacked_sums(module, params, stacked_batch, cfg):
 
     per_device = jax.vmap(lambda b: error_sums(module, params, b, cfg))(stacked_batch)
     return jax.tree.map(lambda x: x.sum(axis=0), per_device)
+
+
+# ---------------------------------------------------------------------------
+# Optimiser and the training step (pure; the Trainer only drives them)
+# ---------------------------------------------------------------------------
+
+# Parameters that are fitted statistics of the data or the graph rather than
+# features: they get their own (lower, or zero) step size.
+STATISTICS_PARAMETERS = ("r_max_raw", "bessel_frequencies", "species_shift", "species_scale", "global_scale")
+# Matrices Muon leaves to Adam (as Nequix does): a lookup table and a 1-column readout.
+NOT_MUON = ("embedding", "readout")
+
+
+def _path_names(path) -> list[str]:
+    return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+
+
+def parameter_groups(params, cfg):
+    """Label per parameter: "features", "statistics" or "frozen" (r_max when not trained)."""
+    import jax
+
+    def label(path, _):
+        name = _path_names(path)[-1]
+        if name == "r_max_raw" and not cfg.train_r_max:
+            return "frozen"
+        return "statistics" if name in STATISTICS_PARAMETERS else "features"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def create_optimizer(cfg, params) -> "optax.GradientTransformation":
+    """Clipping, then the configured optimiser per parameter group. Every group's step
+    size is cfg.learning_rate (times statistics_learning_rate_factor for the statistics)
+    times a schedule factor injected per step as `learning_rate` (set_learning_rate)."""
+    import jax
+    import optax
+
+    def base(learning_rate, factor):
+        lr = learning_rate * cfg.learning_rate * factor
+        if cfg.optimizer == "prodigy":
+            return optax.contrib.prodigy(learning_rate=lr, betas=(0.9, 0.999), eps=cfg.prodigy_eps,
+                                         estim_lr0=cfg.prodigy_d0, weight_decay=cfg.weight_decay,
+                                         safeguard_warmup=True)
+        if cfg.optimizer == "adam" or factor != 1.0:
+            return optax.adamw(lr, weight_decay=cfg.weight_decay)
+        dims = jax.tree_util.tree_map_with_path(
+            lambda path, x: (optax.contrib.MuonDimensionNumbers(0, 1)
+                             if x.ndim == 2 and not set(_path_names(path)) & set(NOT_MUON) else None), params)
+        return optax.contrib.muon(lr, weight_decay=cfg.weight_decay, adam_weight_decay=cfg.weight_decay,
+                                  muon_weight_dimension_numbers=dims)
+
+    factor = cfg.statistics_learning_rate_factor
+    groups = {
+        "features": optax.inject_hyperparams(lambda learning_rate: base(learning_rate, 1.0))(learning_rate=1.0),
+        "statistics": (optax.set_to_zero() if factor == 0 else
+                       optax.inject_hyperparams(lambda learning_rate: base(learning_rate, factor))(learning_rate=1.0)),
+        "frozen": optax.set_to_zero(),
+    }
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm),
+                       optax.multi_transform(groups, lambda p: parameter_groups(p, cfg)))
+
+
+def set_learning_rate(opt_state, scale):
+    """The optimiser state with every group's injected schedule factor set to `scale`."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def set_one(state):
+        if is_injected(state):
+            return state._replace(hyperparams={**state.hyperparams,
+                                               "learning_rate": jnp.asarray(scale, jnp.float32)})
+        return state
+
+    return jax.tree.map(set_one, opt_state, is_leaf=is_injected)
+
+
+def is_injected(state) -> bool:
+    """An optax inject_hyperparams state (its class differs between optax versions)."""
+    import optax
+
+    injected = tuple(getattr(optax, name) for name in ("InjectHyperparamsState", "InjectStatefulHyperparamsState")
+                     if hasattr(optax, name))
+    return isinstance(state, injected) and "learning_rate" in state.hyperparams
+
+
+def learning_rate_scale(cfg, step: int, progress: float) -> float:
+    """Schedule factor at optimiser step `step` (0-based) and run progress in [0, 1]:
+    linear warm-up over warmup_steps steps from warmup_start, then decay to zero."""
+    warm = 1.0
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        warm = cfg.warmup_start + (1.0 - cfg.warmup_start) * (step + 1) / cfg.warmup_steps
+    progress = min(max(progress, 0.0), 1.0)
+    decay = 1.0 - progress if cfg.decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warm * decay
+
+
+def train_step(module, optimizer, cfg, params, opt_state, batch, lr_scale, energy_weight=None):
+    """One optimiser step on a (devices, ...) stacked batch. Returns (params, opt_state,
+    loss, error sums, finite); a non-finite loss or gradient leaves parameters and
+    optimiser state untouched (finite is then False). lr_scale and energy_weight are
+    traced, so the schedule and the final stage do not recompile."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def loss_fn(p):
+        sums = stacked_sums(module, p, batch, cfg)
+        return loss_from_sums(sums, cfg, energy_weight), sums
+
+    (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    opt_state = set_learning_rate(opt_state, lr_scale)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    return keep(new_params, params), keep(new_opt_state, opt_state), loss, sums, finite
+
+
+def make_train_step(module, optimizer, cfg):
+    """train_step jitted for one model, optimiser and config:
+    (params, opt_state, batch, lr_scale[, energy_weight])."""
+    import functools
+
+    import jax
+
+    return jax.jit(functools.partial(train_step, module, optimizer, cfg))
+
+
+def fit_statistics(cfg, train_graphs, elements, keep_degree_table: bool = False):
+    """A new config with the model's statistics fitted on the training graphs: the
+    element list and the average-degree table k(r) (a fine-tuned model keeps its own
+    table with keep_degree_table). The caller's config is not changed."""
+    from facet import graph as fgraph
+
+    model = dataclasses.replace(cfg.model, elements=tuple(elements))
+    if not (keep_degree_table and model.degree_radii):
+        radii, values = fgraph.degree_table(train_graphs, cfg.training_graph_cutoff)
+        model = dataclasses.replace(model, degree_radii=radii, degree_values=values)
+    return dataclasses.replace(cfg, model=model)
 
 
 # ---------------------------------------------------------------------------
@@ -183,10 +334,11 @@ def prepare_data(paths, cfg, split_indices=None, elements=None, log=print) -> Da
     if not train_s or not valid_s:
         raise fdata.DataError(f"too few structures ({len(kept)}) for a train/valid split; need at least a few groups")
     species_index = fgraph.species_index(elements)
-    build = lambda ss: [fgraph.build_graph(s, cfg.model.graph_cutoff, species_index) for s in ss]  # noqa: E731
+    cutoff = cfg.training_graph_cutoff
+    build = lambda ss: [fgraph.build_graph(s, cutoff, species_index) for s in ss]  # noqa: E731
     t0 = time.time()
     train_g, valid_g, test_g = build(train_s), build(valid_s), build(test_s)
-    log(f"graphs: built in {time.time() - t0:.1f} s (cutoff {cfg.model.graph_cutoff} Å)")
+    log(f"graphs: built in {time.time() - t0:.1f} s (cutoff {cutoff} Å)")
     summary = {
         "files": [Path(p).name for p in paths],
         "structures": len(structures), "removed_outliers": len(removed),
@@ -205,8 +357,6 @@ def prepare_data(paths, cfg, split_indices=None, elements=None, log=print) -> Da
 class Trainer:
     def __init__(self, cfg, data: Datasets, out: Path, init_params=None, log=print, progress=True):
         import jax
-        import jax.numpy as jnp
-        import optax
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         from facet import graph as fgraph
@@ -222,15 +372,10 @@ class Trainer:
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
-        radii = np.round(np.arange(0.5, cfg.model.graph_cutoff + 1e-9, 0.25), 6)
-        degrees = fgraph.average_degree_table(data.train, radii)
-        if not (cfg.model.degree_radii and init_params is not None):
-            # k(r) of this training set; a fine-tuned model keeps its own table.
-            cfg.model = dataclasses.replace(
-                cfg.model, degree_radii=tuple(float(r) for r in radii),
-                degree_values=tuple(float(max(d, 1e-3)) for d in degrees))
-        cfg.model = dataclasses.replace(cfg.model, elements=tuple(data.elements))
-        self.module = model.build(cfg.model)
+        # The fitted statistics go into a new config (the caller's is not changed).
+        cfg = self.cfg = fit_statistics(cfg, data.train, data.elements,
+                                        keep_degree_table=init_params is not None)
+        self.module = model.Facet(cfg.model)
         if init_params is None:
             params = model.init(self.module, jax.random.key(cfg.seed))
             shift, scale = fit_readout(data.train, data.elements)
@@ -242,24 +387,15 @@ class Trainer:
         log(f"model: {self.num_params:,} parameters, {cfg.model.num_layers} message-passing layers, "
             f"hidden {cfg.model.hidden_irreps}, devices {num_devices}")
 
+        budget = cfg.batch_budget if cfg.batching == "budget" else None
         loader = lambda graphs, shuffle: fgraph.BatchLoader(  # noqa: E731
             graphs, cfg.batch_size, shuffle=shuffle, seed=cfg.seed, num_devices=num_devices,
-            max_shapes=cfg.max_batch_shapes)
+            max_shapes=cfg.max_batch_shapes, budget=budget)
         self.train_loader = loader(data.train, True)
         self.valid_loader = loader(data.valid, False)
         self.test_loader = loader(data.test, False) if data.test else None
 
-        # Prodigy sets its own step size; we only scale it by warmup/decay, set
-        # each step from the run's progress (steps or wall time, whichever is further).
-        if cfg.optimizer == "prodigy":
-            base = optax.inject_hyperparams(optax.contrib.prodigy)(
-                learning_rate=cfg.learning_rate, betas=(0.9, 0.999), eps=cfg.prodigy_eps, estim_lr0=cfg.prodigy_d0,
-                weight_decay=cfg.weight_decay, safeguard_warmup=True)
-        elif cfg.optimizer == "adam":
-            base = optax.inject_hyperparams(optax.adamw)(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        else:
-            raise ValueError(f"optimizer must be 'prodigy' or 'adam', got {cfg.optimizer!r}")
-        self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), base)
+        self.optimizer = create_optimizer(cfg, params)
         self.params = jax.device_put(params, self.replicated)
         self.ema_params = self.params
         self.opt_state = jax.device_put(self.optimizer.init(self.params), self.replicated)
@@ -268,26 +404,8 @@ class Trainer:
         self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
         self._compile_shapes = set()
 
-        module, optimizer = self.module, self.optimizer
-
-        def update(params, opt_state, batch, lr):
-            def loss_fn(p):
-                sums = stacked_sums(module, p, batch, cfg)
-                return loss_from_sums(sums, cfg), sums
-
-            (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            injected = opt_state[1]
-            opt_state = (opt_state[0], injected._replace(
-                hyperparams={**injected.hyperparams, "learning_rate": jnp.asarray(lr * cfg.learning_rate, jnp.float32)}))
-            updates, new_opt_state = optimizer.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
-                [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-            # A non-finite loss or gradient leaves parameters and optimiser untouched.
-            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-            return keep(new_params, params), keep(new_opt_state, opt_state), loss, sums, finite
-
-        self._update = jax.jit(update)
+        module = self.module
+        self._update = make_train_step(module, self.optimizer, cfg)
         self._eval = jax.jit(lambda p, b: stacked_sums(module, p, b, cfg))
         self._ema = jax.jit(lambda e, p, d: jax.tree.map(lambda a, b: d * a + (1 - d) * b, e, p))
         self._predict = jax.jit(jax.vmap(lambda p, b: predict(module, p, b, cfg.model.graph_cutoff), in_axes=(None, 0)))
@@ -297,6 +415,26 @@ class Trainer:
         so that a short run's EMA is not dominated by the initial parameters."""
         n = self.step // self.cfg.ema_every
         return min(self.cfg.ema_decay, (1.0 + n) / (10.0 + n))
+
+    def training_state(self) -> dict:
+        """What the optimiser is doing, for the log: the effective step size, r_max and
+        the norm of each block's layer scale (all blocks start at layer_scale_init)."""
+        import jax
+
+        from facet import model
+
+        step_size = self.cfg.learning_rate
+        states = [s for s in jax.tree.leaves(self.opt_state, is_leaf=is_injected) if is_injected(s)]
+        if states:
+            step_size *= float(states[0].hyperparams["learning_rate"])
+            prodigy_d = getattr(states[0].inner_state, "estim_lr", None)
+            if prodigy_d is not None:  # Prodigy's own step-size estimate
+                step_size *= float(prodigy_d)
+        inner = self.params["params"]
+        scales = {name: float(np.linalg.norm(np.asarray(block["norm"]["layer_scale"])))
+                  for name, block in inner.items() if name.endswith("_residual")}
+        return {"step_size": step_size, "r_max": model.trained_cutoff(self.params, self.cfg.model),
+                "layer_scale_norms": scales}
 
     def update_ema(self):
         self.ema_params = self._ema(self.ema_params, self.params, self.ema_decay())
@@ -364,7 +502,7 @@ class Trainer:
         cfg = self.cfg
         metrics_path = self.out / "metrics.jsonl"
         self._t0 = time.time()
-        last_ckpt = time.time()
+        last_ckpt = last_eval = time.time()
         bad_in_a_row = 0
         # A time-limited run shows progress in seconds of its budget, else in steps.
         by_time = bool(max_minutes) and max_steps >= 10**9
@@ -380,34 +518,41 @@ class Trainer:
             by_time = self.elapsed() / (60 * max_minutes) if max_minutes else 0.0
             return min(max(by_steps, by_time), 1.0)
 
-        def schedule(frac):
-            w = cfg.warmup_fraction
-            return frac / w if frac < w else max(0.0, (1 - frac) / (1 - w))
-
-        per_epoch = max(len(self.train_loader), 1)
-        epoch, skip = divmod(self.step, per_epoch)  # a resumed run continues mid-epoch
+        epoch, skip = self.train_loader.locate(self.step)  # a resumed run continues mid-epoch
         done = False
         stop_reason = "max steps"
+        pending = []  # (step, finite flag) not yet read back: reading it each step would sync host and device
+
+        def check_finite():
+            nonlocal bad_in_a_row
+            for step, flag in zip([s for s, _ in pending], jax.device_get([f for _, f in pending])):
+                if bool(flag):
+                    bad_in_a_row = 0
+                    continue
+                bad_in_a_row += 1
+                self.log(f"step {step}: non-finite loss or gradient; update skipped ({bad_in_a_row} in a row)")
+                if bad_in_a_row >= 10:
+                    raise FloatingPointError(
+                        "10 consecutive non-finite steps: training diverged. Check the data for "
+                        "overlapping atoms or huge forces, lower force_weight, or restart from "
+                        f"{self.ckpt_dir / 'best.ckpt'}")
+            pending.clear()
+
         while not done:
             for k, batch in enumerate(self.train_loader.epoch(epoch)):
                 if k < skip:
                     continue
-                lr = max(schedule(progress_fraction()), 1e-3)
+                frac = progress_fraction()
+                lr = learning_rate_scale(cfg, self.step, frac)
+                # The final stage (MACE's recipe) weights the energy more for the last part of the run.
+                final = cfg.final_stage_fraction and frac >= 1.0 - cfg.final_stage_fraction
+                energy_weight = cfg.final_stage_energy_weight if final else cfg.energy_weight
                 self.params, self.opt_state, loss, sums, finite = self._update(
-                    self.params, self.opt_state, self._put(batch), lr)
+                    self.params, self.opt_state, self._put(batch), lr, np.float32(energy_weight))
                 self.step += 1
-                finite = bool(finite)
-                if not finite:
-                    bad_in_a_row += 1
-                    self.log(f"step {self.step}: non-finite loss or gradient; update skipped "
-                             f"({bad_in_a_row} in a row)")
-                    if bad_in_a_row >= 10:
-                        raise FloatingPointError(
-                            "10 consecutive non-finite steps: training diverged. Check the data for "
-                            "overlapping atoms or huge forces, lower force_weight, or restart from "
-                            f"{self.ckpt_dir / 'best.ckpt'}")
-                    continue
-                bad_in_a_row = 0
+                pending.append((self.step, finite))
+                if len(pending) >= 10:
+                    check_finite()
                 if self.step % cfg.ema_every == 0:
                     self.update_ema()
                 atoms_seen += int(np.sum(batch.node_mask))
@@ -418,14 +563,17 @@ class Trainer:
                     rec = {"step": self.step, "time_s": round(self.elapsed(), 2), "loss": float(loss),
                            "lr_scale": lr, "train_energy_mae_mev_atom": m["energy_mae_mev_atom"],
                            "train_force_mae_mev_A": m["force_mae_mev_A"],
-                           "structures_per_s": structures_seen / dt, "atoms_per_s": atoms_seen / dt}
+                           "structures_per_s": structures_seen / dt, "atoms_per_s": atoms_seen / dt,
+                           **self.training_state()}
                     append_jsonl(metrics_path, rec)
                     bar.set_postfix(loss=f"{float(loss):.4g}", E=f"{m['energy_mae_mev_atom']:.1f}",
                                     F=f"{m['force_mae_mev_A']:.0f}", sps=f"{rec['structures_per_s']:.1f}")
                     atoms_seen = structures_seen = 0
                     window_t0 = time.time()
-                if self.step % cfg.eval_every == 0:
+                if (time.time() - last_eval > 60 * cfg.eval_every_minutes if cfg.eval_every_minutes
+                        else self.step % cfg.eval_every == 0):
                     self.validate(metrics_path)
+                    last_eval = time.time()
                 if time.time() - last_ckpt > 60 * cfg.checkpoint_every_minutes:
                     self.save("last")
                     last_ckpt = time.time()
@@ -444,6 +592,7 @@ class Trainer:
             epoch += 1
             skip = 0
         bar.close()
+        check_finite()
         # Finalise: EMA includes the latest parameters, one last validation.
         self.update_ema()
         self.validate(metrics_path)
@@ -607,7 +756,7 @@ def run(cfg, args) -> int:
         print(f"fine-tuning from {args.init_from} (step {payload['step']})")
     data = prepare_data(args.data, cfg, split_indices=args.split_indices, elements=elements)
     trainer = Trainer(cfg, data, out, init_params=init_params, progress=not args.no_progress)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    (out / "config.json").write_text(json.dumps(to_dict(trainer.cfg), indent=2))
     if resume:
         trainer.restore(last)
     if trainer.step >= cfg.max_steps or (cfg.max_time_minutes and trainer.elapsed() >= 60 * cfg.max_time_minutes):

@@ -114,13 +114,11 @@ def weighted_r2(config: SevenNetConfig, params, fit: FilterFit, distances: np.nd
 # ---------------------------------------------------------------------------
 
 
-def degree_table(graphs, graph_cutoff: float, step: float = 0.25) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """k(r): average neighbour count per atom within r, on a grid up to the graph cutoff."""
-    from facet.graph import average_degree_table
+def degree_table(graphs, graph_cutoff: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """k(r): average neighbour count per atom within r (facet.graph.degree_table's grid)."""
+    from facet.graph import degree_table as table
 
-    radii = np.arange(step, graph_cutoff + 1e-9, step)
-    values = average_degree_table(graphs, radii)
-    return tuple(float(r) for r in radii), tuple(float(v) for v in values)
+    return table(graphs, graph_cutoff)
 
 
 def streamline(
