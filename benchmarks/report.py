@@ -24,10 +24,10 @@ FIG = HERE / "figures"
 TRAIN = OUT / "train"
 SPEED = OUT / "speed"
 
-PEER_NAMES = {"facet": "Facet-Small", "facet-10min-graph5.5": "Facet-Small, 10-min budget, training graph 5.5 Å",
-              "facet-narrow-10min-graph5.5": "Facet at the peers' width (90k), 10-min budget, graph 5.5 Å",
+PEER_NAMES = {"facet": "Facet-Small", "facet-10min": "Facet-Small, 10-min budget",
+              "facet-narrow-10min": "Facet at the peers' width (90k), 10-min budget",
               "mace": "MACE", "nequix": "Nequix", "sevennet": "SevenNet"}
-COLOURS = {"facet": "#d62728", "facet-10min-graph5.5": "#ff9896", "facet-narrow-10min-graph5.5": "#e377c2", "mace": "#1f77b4",
+COLOURS = {"facet": "#d62728", "facet-10min": "#ff9896", "facet-narrow-10min": "#e377c2", "mace": "#1f77b4",
            "nequix": "#2ca02c", "sevennet": "#9467bd",
            "facet-small": "#d62728", "facet-small (LAMMPS)": "#ff9896", "sevennet-0": "#9467bd",
            "chgnet": "#8c564b", "nequix-mp-1": "#2ca02c", "mace-mp-small-arch": "#1f77b4"}
@@ -54,7 +54,7 @@ def fmt(x, digits=1, unit=""):
 def curves() -> dict[str, list[dict]]:
     """{peer: [{minutes, energy, force, epoch}]} from every training run found."""
     out = {}
-    for run in ("facet", "facet-10min-graph5.5", "facet-narrow-10min-graph5.5"):
+    for run in ("facet", "facet-10min", "facet-narrow-10min"):
         metrics = TRAIN / run / "metrics.jsonl"
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -398,7 +398,7 @@ def main():
             md.append(f"- {PEER_NAMES[peer]} after {minutes} min: {fmt(e)} meV/atom, {fmt(f)} meV/Å (goal: Facet "
                       f"within {goal} min). Facet-Small's {span:.0f}-minute run: energy {verdict(te)}, "
                       f"forces {verdict(tf)}.")
-            for run in (f"facet-{goal}min-graph5.5", f"facet-narrow-{goal}min-graph5.5"):
+            for run in (f"facet-{goal}min", f"facet-narrow-{goal}min"):
                 short = data.get(run)
                 if short:
                     fe, ff = short[-1]["energy"], short[-1]["force"]
@@ -406,6 +406,13 @@ def main():
                     md.append(f"  {PEER_NAMES[run]} (schedule ending at {short[-1]['minutes']:.1f} min) ends at "
                               f"{fmt(fe)} meV/atom {ok(fe, e)} and {fmt(ff)} meV/Å {ok(ff, f)}.")
         md.append("")
+
+    # --- training levers and the training step's profile (benchmarks/ablation.py writes the section)
+    ablation = load(OUT / "ablation" / "ablation.json")
+    if ablation:
+        import ablation as ablation_module
+
+        md += [ablation_module.section(ablation["runs"], ablation["written"]), ""]
 
     # --- speed per call
     rows = timing_rows("calls_si")

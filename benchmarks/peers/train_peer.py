@@ -121,7 +121,7 @@ def limit_threads(n: int, cores: list[int] | None) -> list[int]:
              if not f.startswith(("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads"))]
     flags += ["--xla_cpu_multi_thread_eigen=false", f"intra_op_parallelism_threads={n}"]
     os.environ["XLA_FLAGS"] = " ".join(flags)
-    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # benchmarks/gpu_training.sh sets "cuda"
     os.environ["PYTHONUNBUFFERED"] = "1"
     os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # mace-torch 0.3.16 with torch 2.13
     os.environ.setdefault("TQDM_DISABLE", "1")
