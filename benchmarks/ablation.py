@@ -177,8 +177,29 @@ def section(results: list[dict], written: str) -> str:
                      f"{crossing(r['curve'], NEQUIX_20_MIN)} | {crossing(r['curve'], MACE_60_MIN)} |")
     lines += ["", "![ablation](figures/ablation.png)", "", *NOTES, ""]
     lines += profile_table()
+    lines += grid_table()
     lines += [END]
     return "\n".join(lines)
+
+
+def grid_table() -> list[str]:
+    """benchmarks/s2_grid.py's measurements: the mixer grid's equivariance error against its cost."""
+    path = bench.OUT / "s2_grid.json"
+    if not path.exists():
+        return []
+    out = ["### The mixers' spherical grid", "",
+           "`python benchmarks/s2_grid.py`: the mixer's equivariance error (random features and rotations; the test "
+           "bounds it at 1 %), a small random Facet's energy (fraction of the per-atom spread) and force errors "
+           "under rotations and inversion, and the time of one Facet-Small-width mixer with its gradient on "
+           "512 atoms, one thread.", "",
+           "| quadrature | grid | points | mixer error | energy error | force error | mixer + gradient (ms) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in json.loads(path.read_text()):
+        if "error" in r:
+            continue
+        out.append(f"| {r['quadrature']} | {r['res_beta']}×{r['res_alpha']} | {r['points']} | {r['mixer']:.2%} | "
+                   f"{r['energy']:.0e} | {r['forces']:.0e} | {r['mixer_grad_ms_512_atoms']:.0f} |")
+    return out + [""]
 
 
 # Training-step profiles (benchmarks/profile_training.py): the recipe before, and the default one.
