@@ -110,8 +110,9 @@ class TrainConfig:
     warmup_start: float = 0.2
     decay: str = "cosine"
     # r_max, the Bessel frequencies and the readout's species shift/scale and
-    # global scale are fitted statistics, not features: they get Adam at this
-    # fraction of the step size (0 freezes them). 1 treats them like the rest.
+    # global scale are fitted statistics, not features: they get this fraction of
+    # the step size (0 freezes them), with Adam under Muon and AdamW, with Prodigy
+    # under Prodigy. 1 treats them like the rest.
     statistics_learning_rate_factor: float = 1.0
     # False keeps r_max at r_max_init, and the training graph is then cut at
     # r_max_init instead of graph_cutoff (edges beyond r_max contribute exactly

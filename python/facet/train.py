@@ -195,7 +195,6 @@ def set_learning_rate(opt_state, scale):
     """The optimiser state with every group's injected schedule factor set to `scale`."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     def set_one(state):
         if is_injected(state):
