@@ -422,8 +422,7 @@ class BatchLoader:
     def make_batch(self, indices: np.ndarray) -> GraphBatch:
         """The padded batch of these graphs (shape menu) or of these device parts (budget)."""
         parts = indices if self.budget is not None else self._device_parts(indices)
-        n_node, n_edge, n_graph = (*self.shape_menu[0], self.n_graph) if self.budget is not None \
-            else self.batch_shape(indices)
+        n_node, n_edge, n_graph = self.batch_shape(indices)  # with a budget: the one shape
         batches = [batch_graphs([self.graphs[i] for i in p], n_node, n_edge, n_graph) for p in parts]
         return batches[0] if self.num_devices == 1 else stack_batches(batches)
 
