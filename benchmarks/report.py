@@ -51,18 +51,18 @@ def fmt(x, digits=1, unit=""):
 # ----------------------------------------------------------------------------- training curves
 
 
-def curves() -> dict[str, list[dict]]:
-    """{peer: [{minutes, energy, force, epoch}]} from every training run found."""
+def curves(base: Path = TRAIN) -> dict[str, list[dict]]:
+    """{peer: [{minutes, energy, force, epoch}]} from every training run found under base."""
     out = {}
     for run in ("facet", "facet-10min", "facet-narrow-10min"):
-        metrics = TRAIN / run / "metrics.jsonl"
+        metrics = base / run / "metrics.jsonl"
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             out[run] = [{"minutes": r["wall_s"] / 60, "energy": r["valid_energy_mae_mev_atom"],
                          "force": r["valid_force_mae_mev_A"], "epoch": r.get("epoch")}
                         for r in rows if "valid_energy_mae_mev_atom" in r and "wall_s" in r]
     for peer in ("mace", "nequix", "sevennet"):
-        path = TRAIN / peer / "curve.jsonl"
+        path = base / peer / "curve.jsonl"
         if path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             out[peer] = [{"minutes": r["time_s"] / 60, "energy": r["val_energy_mae_mev_per_atom"],
@@ -78,6 +78,15 @@ def best_within(curve, minutes):
     return min(p["energy"] for p in pts), min(p["force"] for p in pts)
 
 
+def steady_rate(curve, n_train):
+    """Structures per second between the first and the last validation pass (start-up and
+    compilation excluded, validation passes included), the same formula for every model."""
+    pts = [p for p in curve if p.get("epoch") is not None]
+    if len(pts) < 2 or not n_train or pts[-1]["minutes"] <= pts[0]["minutes"]:
+        return None
+    return (pts[-1]["epoch"] - pts[0]["epoch"]) * n_train / (60 * (pts[-1]["minutes"] - pts[0]["minutes"]))
+
+
 def time_to_reach(curve, key, target):
     for p in sorted(curve, key=lambda p: p["minutes"]):
         if p[key] <= target:
@@ -85,7 +94,8 @@ def time_to_reach(curve, key, target):
     return None
 
 
-def plot_curves(data, png):
+def plot_curves(data, png, title="Training efficiency on the pyxtal_ff Si DFT split (5,126 train / 513 validation)",
+                epoch_label="epochs (passes over the 5,126 training structures)"):
     """Validation errors against wall-clock time (top) and against epochs (bottom): the top row is
     the comparison that counts; the bottom row separates learning per epoch from throughput."""
     import matplotlib
@@ -94,7 +104,7 @@ def plot_curves(data, png):
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.4))
     for row, xkey, xlabel in ((0, "minutes", "wall-clock minutes since launch (1 core, 1 thread each)"),
-                              (1, "epoch", "epochs (passes over the 5,126 training structures)")):
+                              (1, "epoch", epoch_label)):
         for ax, key, title in ((axes[row, 0], "energy", "validation energy MAE (meV/atom)"),
                                (axes[row, 1], "force", "validation force MAE (meV/Å)")):
             for peer, curve in data.items():
@@ -107,7 +117,7 @@ def plot_curves(data, png):
             ax.set_title(title)
             ax.grid(alpha=0.3, which="both")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Training efficiency on the pyxtal_ff Si DFT split (5,126 train / 513 validation)")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(png, dpi=130)
     plt.close(fig)
@@ -289,7 +299,48 @@ def machine():
         mem = kb / 1024**2
     except (OSError, ValueError, IndexError):
         pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {fmt(mem, 0)} GiB RAM, {platform.platform()}, Python {platform.python_version()}"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {fmt(mem, 0)} GiB RAM, {platform.platform()}, "
+            f"Python {platform.python_version()}")
+
+
+def water_section() -> list[str]:
+    """Liquid water (DeePMD), trained from scratch for the same budget: test errors and curves."""
+    names = {"facet": "Facet-Small", "nequix": "Nequix", "mace": "MACE (small)"}
+    results = {k: load(OUT / "accuracy" / "water" / f"{k}.json") for k in names}
+    data = curves(TRAIN / "water")
+    if not any(results.values()) and not data:
+        return []
+    md = ["## Second data set: liquid water", "",
+          "DeePMD-kit's liquid-water example (`benchmarks/water/`, 400 frames of 192 atoms, H and O), split by "
+          "trajectory: data_3 (80 frames) is the test set, as in DeePMD-kit's example; every 8th frame of "
+          "data_0..2 validates (40) and the rest trains (280). Each model from scratch with its own trainer, "
+          "on one core with one thread, for the same wall-clock budget from launch; the configurations are "
+          "the Si ones with water's elements and a batch of 2 structures for all three "
+          "(`benchmarks/configs/facet-small-water.json`, `benchmarks/peers/configs/*-water.yml`).", "",
+          "| model | budget (min) | epochs | steady structures/s | test energy MAE (meV/atom) | "
+          "test force MAE (meV/Å) |", "|---|---|---|---|---|---|"]
+    for key, name in names.items():
+        a, curve = results[key], data.get(key)
+        m = (a or {}).get("metrics", {})
+        minutes = curve[-1]["minutes"] if curve else None
+        epochs = curve[-1].get("epoch") if curve else None
+        md.append(f"| {name} | {fmt(minutes, 1)} | {fmt(epochs, 1)} | {fmt(steady_rate(curve or [], 280), 2)} | "
+                  f"{fmt(m.get('energy_mae_mev_atom'), 2)} | {fmt(m.get('force_mae_mev_A'))} |")
+    done = {k: v["metrics"] for k, v in results.items() if v}
+    if "facet" in done and len(done) > 1:
+        peers = {k: v for k, v in done.items() if k != "facet"}
+        best_e = min(v["energy_mae_mev_atom"] for v in peers.values())
+        best_f = min(v["force_mae_mev_A"] for v in peers.values())
+        f = done["facet"]
+        md += ["", f"Facet against the best peer: energy {f['energy_mae_mev_atom']:.2f} vs {best_e:.2f} meV/atom "
+               f"({'✓' if f['energy_mae_mev_atom'] <= best_e else '✗'}), forces {f['force_mae_mev_A']:.1f} vs "
+               f"{best_f:.1f} meV/Å ({'✓' if f['force_mae_mev_A'] <= best_f else '✗'})."]
+    if data:
+        plot_curves(data, FIG / "water_training_curves.png",
+                    title="Training efficiency on DeePMD liquid water (280 train / 40 validation)",
+                    epoch_label="epochs (passes over the 280 training structures)")
+        md += ["", "![water training curves](figures/water_training_curves.png)"]
+    return md + [""]
 
 
 def main():
@@ -373,16 +424,19 @@ def main():
                "loading and compilation count). Validation errors as logged during training "
                "(definitions in `benchmarks/peers/README.md`).", "",
                "![training curves](figures/training_curves.png)", "",
-               "| model | budget (min) | epochs | structures/s over the run | best val. energy MAE (meV/atom) | "
-               "best val. force MAE (meV/Å) |",
-               "|---|---|---|---|---|---|"]
+               "| model | budget (min) | epochs | structures/s over the run | steady structures/s | "
+               "best val. energy MAE (meV/atom) | best val. force MAE (meV/Å) |",
+               "|---|---|---|---|---|---|---|"]
         n_train = (si or {}).get("train")
         for peer, curve in data.items():
             e, f = best_within(curve, 1e9)
             epochs, minutes = curve[-1].get("epoch"), curve[-1]["minutes"]
             rate = epochs * n_train / (60 * minutes) if epochs and n_train else None
             md.append(f"| {PEER_NAMES[peer]} | {fmt(minutes, 1)} | {fmt(epochs, 1)} | {fmt(rate, 1)} | "
-                      f"{fmt(e)} | {fmt(f)} |")
+                      f"{fmt(steady_rate(curve, n_train), 1)} | {fmt(e)} | {fmt(f)} |")
+        md += ["", "Steady structures/s: training epochs × training structures ÷ time between the first and "
+               "the last validation pass (start-up and compilation left out, validation passes kept), the "
+               "same formula for every model."]
         md += ["", "**Headlines** (time for Facet's validation error to reach a peer's, energy and forces "
                "counted separately):", ""]
         for peer, minutes, goal in (("mace", 60, 6), ("nequix", 20, 10)):
@@ -403,9 +457,15 @@ def main():
                 if short:
                     fe, ff = short[-1]["energy"], short[-1]["force"]
                     ok = lambda x, target: "✓" if x <= target else "✗"  # noqa: E731
-                    md.append(f"  {PEER_NAMES[run]} (schedule ending at {short[-1]['minutes']:.1f} min) ends at "
-                              f"{fmt(fe)} meV/atom {ok(fe, e)} and {fmt(ff)} meV/Å {ok(ff, f)}.")
+                    crossing = lambda t: "never" if t is None else f"at {t:.2f} min"  # noqa: E731
+                    md.append(f"  {PEER_NAMES[run]} (its final validation ends {short[-1]['minutes']:.2f} min "
+                              f"after launch) ends at {fmt(fe)} meV/atom {ok(fe, e)} and {fmt(ff)} meV/Å "
+                              f"{ok(ff, f)}; it crosses the energy {crossing(time_to_reach(short, 'energy', e))} "
+                              f"and the forces {crossing(time_to_reach(short, 'force', f))}.")
         md.append("")
+
+    # --- water
+    md += water_section()
 
     # --- training levers and the training step's profile (benchmarks/ablation.py writes the section)
     ablation = load(OUT / "ablation" / "ablation.json")
@@ -426,7 +486,8 @@ def main():
         multi_names = sorted({n for r in multi.values() for n in r if n != "__model__"})
         table, ratios = speed_table(rows, lammps, si_names + multi_names)
         md += ["## Speed per energy+forces+stress call", "",
-               "Median of at least 5 calls, and of as many as fit in 3 s (at most 200), after 2 warm-up calls, each model alone on the machine with 2 threads; "
+               "Median of at least 5 calls, and of as many as fit in 3 s (at most 200), after 2 warm-up calls, "
+               "each model alone on the machine with 2 threads; "
                "positions are perturbed before every call so nothing is cached. Facet runs its exported "
                "float32 model file (`benchmarks/out/models/facet-small-si.hlo`) through `facet.FacetCalculator`; "
                "on the multi-element crystals Facet-Small and the MACE-MP-small architecture use random weights "
@@ -457,8 +518,8 @@ def main():
                "| crystal | atoms | " + " | ".join(SPEED_LABELS[lbl] for lbl in labels) + " |",
                "|---|---|" + "---|" * len(labels)]
         for n in names:
-            md.append(f"| {n} | {atoms[n]} | " + " | ".join(fmt((seconds(relax[lbl].get(n)) or float('nan')) * 1000, 1, " ms")
-                                             for lbl in labels) + " |")
+            md.append(f"| {n} | {atoms[n]} | " + " | ".join(
+                fmt((seconds(relax[lbl].get(n)) or float('nan')) * 1000, 1, " ms") for lbl in labels) + " |")
         f = relax.get("facet-small", {})
         for peer in labels[1:]:
             rs = [seconds(f.get(n)) / seconds(relax[peer].get(n)) for n in names

@@ -8,19 +8,21 @@ Steps (in order; each writes under benchmarks/out/, the report reads them all):
 
   envs        the peer environments (.venv-peers: sevenn, chgnet, nequix; .venv-mace:
               mace-torch), torch 2.13.0 CPU build (benchmarks/peers/setup_envs.sh)
-  data        the pyxtal_ff Si DFT set, filtered and split by benchmarks/si/split.json
+  data        the pyxtal_ff Si DFT set, filtered and split by benchmarks/si/split.json, and
+              the DeePMD water set split by benchmarks/water/split.json
   structures  the timing structures (benchmarks/peers/structures.py)
-  train       Facet-Small and, from scratch with their own trainers, MACE, SevenNet and
-              Nequix, each on one core with one thread: Facet || MACE for --long-minutes,
-              then Nequix || SevenNet for --short-minutes
-  budgets     Facet for 10 min (the Nequix goal), one core each, in parallel: Facet-Small with
-              the default recipe, and a Facet of the peers' width (90k parameters); the schedule
-              then ends at the goal time, which a point on a longer curve cannot show
+  train       every training run, one core and one thread each, two at a time, longest
+              first (--jobs picks some): on Si, Facet-Small and MACE for --long-minutes,
+              Nequix and SevenNet (their own trainers, from scratch) for --short-minutes, and
+              Facet for exactly the Nequix goal time (10 min, its schedule ending there) at
+              its own width and at the peers' (90k parameters); on water, Facet, Nequix and
+              MACE for --water-minutes each
   export      the trained Facet model (final EMA weights) to
               benchmarks/out/models/facet-small-si.hlo, float32; and a Facet-Small with
               random weights and every element of the timing structures
   accuracy    test-split errors of every trained model and of the universal peers
               (SevenNet-0, CHGNet, Nequix-MP-1) zero-shot
+  water       the water runs' test errors (data_3), Facet exported from its last checkpoint
   speed       energy+forces+stress per call on Si 64/512/4096 and multi-element crystals,
               every model, then Facet through LAMMPS on the same Si cells
   relax       100 FIRE steps per crystal (unit cell and 2x2x2, rattled), every model
@@ -41,7 +43,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ STRUCTURES = OUT / "peers" / "structures"
 MODELS = OUT / "models"
 SPEED = OUT / "speed"
 TRAIN = OUT / "train"
-STEPS = ["envs", "data", "structures", "train", "budgets", "export", "accuracy", "speed", "relax", "scaling", "profile",
+STEPS = ["envs", "data", "structures", "train", "export", "accuracy", "water", "speed", "relax", "scaling", "profile",
          "report"]
 
 # Facet runs whose schedule ends at the Nequix goal time (10 min): (directory, minutes, --set overrides).
@@ -96,13 +97,6 @@ def run(cmd, *, env=None, log_file=None, check=True, background=False):
     return rc
 
 
-def wait_all(procs, what: str) -> None:
-    failed = [(name, p.wait()) for name, p in procs]
-    bad = [f"{name} (return code {rc})" for name, rc in failed if rc != 0]
-    if bad:
-        log(f"{what}: failed: {', '.join(bad)} (see the logs in {TRAIN.relative_to(ROOT)}); continuing")
-
-
 def si_json() -> str:
     out = subprocess.run([py("main"), "-c", "import sys; sys.path.insert(0, 'benchmarks'); import si_data; "
                           "print(si_data.si_json_path())"], cwd=ROOT, capture_output=True, text=True)
@@ -122,65 +116,116 @@ def step_envs(args):
 
 def step_data(args):
     run([py("main"), "benchmarks/si_data.py"])
+    run([py("main"), "benchmarks/water_data.py", "--out", str(WATER)])
 
 
 def step_structures(args):
     run([py("peers"), "benchmarks/peers/structures.py", "--out", str(STRUCTURES)])
 
 
-def facet_train_cmd(minutes: float, core: int, out: Path) -> str:
+def facet_train_cmd(minutes: float, core: int, out: Path, *, data: str | None = None,
+                    split: str = "benchmarks/si/split.json",
+                    config: str = "benchmarks/configs/facet-small-si.json") -> str:
     return (f"XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1' "
             f"taskset -c {core} {shlex.quote(os.path.relpath(py('main'), ROOT))} -m facet.train "
-            f"--data {shlex.quote(si_json())} --split-indices benchmarks/si/split.json "
-            f"--config benchmarks/configs/facet-small-si.json --out {shlex.quote(os.path.relpath(out, ROOT))} "
+            f"--data {shlex.quote(data or si_json())} --split-indices {split} "
+            f"--config {config} --out {shlex.quote(os.path.relpath(out, ROOT))} "
             f"--max-time {minutes:g} --no-progress")  # relative: it goes into the model file's header
 
 
-def peer_train_cmd(peer: str, minutes: float, core: int) -> list[str]:
+def peer_train_cmd(peer: str, minutes: float, core: int, out: Path, *, config: str | None = None,
+                   data: Path | None = None) -> list[str]:
     venv = "mace" if peer == "mace" else "peers"
-    return [py(venv), "benchmarks/peers/train_peer.py", peer, "--minutes", f"{minutes:g}", "--threads", "1",
-            "--cores", str(core), "--out", str(TRAIN / peer)]
+    cmd = [py(venv), "benchmarks/peers/train_peer.py", peer, "--minutes", f"{minutes:g}", "--threads", "1",
+           "--cores", str(core), "--out", str(out)]
+    if config:
+        cmd += ["--config", config]
+    if data:
+        cmd += ["--data", str(data)]
+    return cmd
+
+
+WATER = OUT / "water"
+WATER_TRAIN = TRAIN / "water"
+
+
+def train_jobs(args) -> dict:
+    """Every training run: name -> (minutes, command builder taking a core, output directory).
+
+    Si: Facet-Small and MACE for --long-minutes, Nequix and SevenNet for --short-minutes, and
+    Facet for exactly the Nequix goal time (10 min; its schedule then ends at the goal, which a
+    point on a longer curve cannot show), at its own width and at the peers' (~90k parameters).
+    Water: Facet, Nequix and MACE for --water-minutes each."""
+    jobs = {}
+
+    def facet(name, minutes, overrides=(), **kw):
+        out = (WATER_TRAIN if kw else TRAIN) / name.removesuffix("-water")
+        def cmd(core):
+            c = facet_train_cmd(minutes, core, out, **kw) + "".join(f" --set {shlex.quote(o)}" for o in overrides)
+            return c
+        jobs[name] = (minutes, cmd, out)
+
+    def peer(name, peer_name, minutes, **kw):
+        out = (WATER_TRAIN if kw else TRAIN) / peer_name
+        jobs[name] = (minutes, lambda core: peer_train_cmd(peer_name, minutes, core, out, **kw), out)
+
+    facet("facet", args.long_minutes)
+    peer("mace", "mace", args.long_minutes)
+    peer("nequix", "nequix", args.short_minutes)
+    peer("sevennet", "sevennet", args.short_minutes)
+    for name, minutes, overrides in BUDGET_RUNS:
+        facet(name, min(minutes, args.short_minutes) if args.quick else minutes, overrides)
+    water = dict(data=os.path.relpath(WATER / "all.extxyz", ROOT), split="benchmarks/water/split.json",
+                 config="benchmarks/configs/facet-small-water.json")
+    facet("facet-water", args.water_minutes, **water)
+    peer("nequix-water", "nequix", args.water_minutes, config="nequix-water.yml", data=WATER)
+    peer("mace-water", "mace", args.water_minutes, config="mace-water.yml", data=WATER)
+    return jobs
 
 
 def step_train(args):
-    TRAIN.mkdir(parents=True, exist_ok=True)
+    """Run the training jobs one per core, longest first, each core taking the next job when free."""
+    import threading
+
+    jobs = train_jobs(args)
+    names = list(jobs) if not args.jobs else [j.strip() for j in args.jobs.split(",")]
+    unknown = sorted(set(names) - set(jobs))
+    if unknown:
+        raise SystemExit(f"unknown training job(s) {unknown}; jobs are {list(jobs)}")
+    queue = sorted(names, key=lambda n: -jobs[n][0])
+    total = sum(jobs[n][0] for n in names)
+    log(f"training {len(names)} jobs, {total:g} core-minutes on 2 cores: {', '.join(queue)}")
+    lock = threading.Lock()
+    failed = []
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    facet_out = TRAIN / "facet"
-    if facet_out.exists():
-        shutil.rmtree(facet_out)  # a fresh run, never a resume
-    facet_out.mkdir(parents=True)
-    cmd = facet_train_cmd(args.long_minutes, 0, facet_out)
-    (facet_out / "command.txt").write_text(cmd + "\n")
-    log(f"training Facet-Small and MACE for {args.long_minutes:g} min, one core each")
-    procs = [("facet", run(cmd, log_file=facet_out / "train.log", background=True)),
-             ("mace", run(peer_train_cmd("mace", args.long_minutes, 1), env=env,
-                          log_file=TRAIN / "mace.log", background=True))]
-    wait_all(procs, "Facet || MACE")
-    log(f"training Nequix and SevenNet for {args.short_minutes:g} min, one core each")
-    procs = [("nequix", run(peer_train_cmd("nequix", args.short_minutes, 0), env=env,
-                            log_file=TRAIN / "nequix.log", background=True)),
-             ("sevennet", run(peer_train_cmd("sevennet", args.short_minutes, 1), env=env,
-                              log_file=TRAIN / "sevennet.log", background=True))]
-    wait_all(procs, "Nequix || SevenNet")
+
+    def worker(core):
+        while True:
+            with lock:
+                if not queue:
+                    return
+                name = queue.pop(0)
+            minutes, build, out = jobs[name]
+            if out.exists():
+                shutil.rmtree(out)  # a fresh run, never a resume
+            out.mkdir(parents=True)
+            cmd = build(core)
+            (out / "command.txt").write_text((cmd if isinstance(cmd, str) else shlex.join(cmd)) + "\n")
+            log(f"core {core}: {name} ({minutes:g} min)")
+            rc = run(cmd, env=env, log_file=out / "run.log", check=False)
+            if rc != 0:
+                failed.append(f"{name} (return code {rc}, see {(out / 'run.log').relative_to(ROOT)})")
+
+    threads = [threading.Thread(target=worker, args=(core,)) for core in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        log(f"training: failed: {', '.join(failed)}; continuing")
 
 
-def step_budgets(args):
-    """Facet trained for exactly the Nequix goal time (its schedule sized to it), two variants."""
-    procs = []
-    for core, (name, minutes, overrides) in enumerate(BUDGET_RUNS):
-        out = TRAIN / name
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        cmd = facet_train_cmd(min(minutes, args.short_minutes) if args.quick else minutes, core, out)
-        cmd += "".join(f" --set {shlex.quote(o)}" for o in overrides)
-        (out / "command.txt").write_text(cmd + "\n")
-        procs.append((name, run(cmd, log_file=out / "train.log", background=True)))
-    log(f"training Facet budget runs {', '.join(n for n, _, _ in BUDGET_RUNS)}, one core each")
-    wait_all(procs, "Facet budgets")
-
-
-def trained_cutoff(model_file: Path) -> float:
+def model_file_cutoff(model_file: Path) -> float:
     out = subprocess.run([py("main"), "-m", "facet.export", "inspect", "--json", str(model_file)],
                          cwd=ROOT, capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout)["cutoff"])
@@ -207,7 +252,7 @@ def step_export(args):
         listing = json.loads(listing_file.read_text())
         elements = sorted({e for s in listing.values() for st in s["structures"] for e in st["elements"]})
         run([py("main"), "benchmarks/facet_random_model.py", "--elements", *elements,
-             "--cutoff", f"{trained_cutoff(si_model):.6f}", "-o", str(MODELS / "facet-small-random.hlo")])
+             "--cutoff", f"{model_file_cutoff(si_model):.6f}", "-o", str(MODELS / "facet-small-random.hlo")])
     else:
         log(f"export: {listing_file.relative_to(ROOT)} is missing (the structures step): "
             "no random-weight Facet for the timing structures")
@@ -242,6 +287,30 @@ def step_accuracy(args):
             cmd += ["--model-path", str(path)]
         if args.quick:
             cmd += ["--limit", "20"]
+        run(cmd, env=env, log_file=out / f"{label}.log", check=False)
+
+
+def step_water(args):
+    """Test-split errors of the water runs: Facet exported from its final checkpoint, the peers' files."""
+    out = OUT / "accuracy" / "water"
+    out.mkdir(parents=True, exist_ok=True)
+    facet_model = MODELS / "facet-small-water.hlo"
+    ckpt = WATER_TRAIN / "facet" / "checkpoints" / "last.ckpt"
+    if ckpt.exists():
+        run([py("main"), "-m", "facet.export", str(ckpt), "-o", str(facet_model), "--dtype", "float32",
+             "--note=trained_on=DeePMD liquid water (benchmarks/water/README.md)",
+             "--note=split=benchmarks/water/split.json (train 280, valid 40, test 80 = data_3)"])
+    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    for label, name, venv, path in (("facet", "facet", "peers", facet_model),
+                                    ("nequix", "nequix", "peers", WATER_TRAIN / "nequix" / "model.nqx"),
+                                    ("mace", "mace", "mace", WATER_TRAIN / "mace" / "model.model")):
+        if not path.exists():
+            log(f"water: {label}: no model file {path.relative_to(ROOT)}; skipped")
+            continue
+        cmd = [py(venv), "benchmarks/peers/accuracy.py", "--model", name, "--data", str(WATER / "test.extxyz"),
+               "--threads", "2", "--out", str(out / f"{label}.json"), "--model-path", str(path)]
+        if args.quick:
+            cmd += ["--limit", "10"]
         run(cmd, env=env, log_file=out / f"{label}.log", check=False)
 
 
@@ -321,6 +390,9 @@ def main(argv=None):
     p.add_argument("--steps", help=f"comma-separated steps from: {','.join(STEPS)}")
     p.add_argument("--long-minutes", type=float, default=60.0, help="Facet and MACE training budget")
     p.add_argument("--short-minutes", type=float, default=20.0, help="Nequix and SevenNet training budget")
+    p.add_argument("--water-minutes", type=float, default=20.0, help="training budget of each water run")
+    p.add_argument("--jobs", metavar="NAMES",
+                   help="train step: comma-separated training jobs to run (default: all; see train_jobs)")
     p.add_argument("--relax-only", metavar="NAMES",
                    help="comma-separated crystals of the relaxation set to run (default: all 14)")
     p.add_argument("--keep-zero-shot", action="store_true",
@@ -336,6 +408,7 @@ def main(argv=None):
         p.error(f"unknown step(s) {unknown}; steps are {STEPS}")
     if args.quick:
         args.long_minutes, args.short_minutes = min(args.long_minutes, 3.0), min(args.short_minutes, 3.0)
+        args.water_minutes = min(args.water_minutes, 3.0)
     started = time.time()
     for step in STEPS:
         if step in steps:
