@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facet-installed
 
-.PHONY: install demo test test-slow test-all peer-envs test-peers bench bench-peers clean
+.PHONY: install demo lint test test-slow test-all peer-envs test-peers bench bench-peers clean
 
 # Create the venv and install Facet (building the LAMMPS plugin) with its test tools.
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp/*)
@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py --out demo
 
-# The default suite (slow tests are marked and run with `make test-slow`).
-test: $(STAMP)
+# The linter (configured in pyproject.toml), then the default suite (slow tests are
+# marked and run with `make test-slow`).
+lint: $(STAMP)
+	$(PY) -m ruff check python tests benchmarks examples
+
+test: lint
 	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-slow: $(STAMP)

@@ -4,7 +4,8 @@
     python benchmarks/ablation.py --report          # table and figure from the runs on disk
 
 Each variant is `benchmarks/configs/facet-small-si.json` with the recipe before this
-ablation (BEFORE) and then the `--set` overrides listed in VARIANTS, trained by `python -m facet.train` exactly as `run.py`'s train
+ablation (BEFORE) and then the `--set` overrides listed in VARIANTS, trained by
+`python -m facet.train` exactly as `run.py`'s train
 step does (same split, one core and one thread per run, two runs at a time, the
 clock starting at launch so data loading and compilation count), validating every
 minute. The report gives validation energy and force MAE at 2, 5 and 10 minutes
@@ -148,7 +149,8 @@ def summarise(name: str) -> dict | None:
                              "forces": before[-1]["valid_force_mae_mev_A"], "wall_s": before[-1]["wall_s"]}
                             if before else None)
     return {
-        "name": name, "description": VARIANTS.get(name, ("", ()))[0], "overrides": list(VARIANTS.get(name, ("", ()))[1]),
+        "name": name, "description": VARIANTS.get(name, ("", ()))[0],
+        "overrides": list(VARIANTS.get(name, ("", ()))[1]),
         "at_minutes": at, "steady_structures_per_s": statistics.median(windows) if windows else None,
         "steps": summary.get("step"), "parameters": summary.get("num_params"),
         "epochs": valid[-1]["epoch"] if valid else None,
@@ -162,9 +164,11 @@ def section(results: list[dict], written: str) -> str:
     lines = [START, "", "## Training levers, one at a time (10-minute runs)", "",
              f"Written by `python benchmarks/ablation.py` ({written}). "
              "Each row is one 10-minute Facet run on the Si split (`benchmarks/configs/facet-small-si.json` with "
-             "the recipe before this ablation, then the row's overrides; `benchmarks/out/ablation/NAME/command.txt`), one core and one thread, two runs "
-             "side by side, the clock starting at launch. Targets: Nequix's and MACE's validation errors after 20 and 60 "
-             "minutes in the last full run (34.2 / 56.2 and 28.7 / 59.8; – = not reached in the run). Validation energy / force MAE (meV/atom / meV/Å, EMA "
+             "the recipe before this ablation, then the row's overrides; "
+             "`benchmarks/out/ablation/NAME/command.txt`), one core and one thread, two runs "
+             "side by side, the clock starting at launch. Targets: Nequix's and MACE's validation errors "
+             "after 20 and 60 minutes in the last full run (34.2 / 56.2 and 28.7 / 59.8; – = not reached in "
+             "the run). Validation energy / force MAE (meV/atom / meV/Å, EMA "
              "weights) at the last validation by 2, 5 and 10 minutes; steady-state rate is the median over the "
              "logging windows.", "",
              "| variant | what changes | parameters | 2 min | 5 min | 10 min | structures/s (steady) | epochs | "
@@ -222,7 +226,8 @@ def profile_table() -> list[str]:
             ("steady state", lambda p: f"{p['structures_per_s']:.1f} structures/s, "
              f"{p['ms_per_real_atom']:.2f} ms per real atom"),
             ("achieved FLOP/s (XLA cost analysis ÷ update time)", lambda p: (
-                f"{p['achieved_flop_per_s'] / 1e9:.1f} GFLOP/s = {p['achieved_flop_per_s'] / p['matmul_peak_flop_per_s']:.0%}"
+                f"{p['achieved_flop_per_s'] / 1e9:.1f} GFLOP/s = "
+                f"{p['achieved_flop_per_s'] / p['matmul_peak_flop_per_s']:.0%}"
                 f" of this core's float32 matmul rate ({p['matmul_peak_flop_per_s'] / 1e9:.0f} GFLOP/s)"
                 if p.get("achieved_flop_per_s") else "–")),
             ("a validation pass (first one compiles)", lambda p: f"{p['validation_pass_s']:.1f} s for "

@@ -42,7 +42,7 @@ def main(argv=None):
     values = tuple(float(4.0 / 3.0 * math.pi * r**3 * 0.05) for r in radii)
     cfg = dataclasses.replace(cfg, elements=tuple(args.elements), degree_radii=tuple(float(r) for r in radii),
                               degree_values=values, r_max_init=min(cutoff, cfg.graph_cutoff - 1e-3))
-    module = model.build(cfg)
+    module = model.Facet(cfg)
     params = model.init(module, jax.random.key(0))
     # Layer scales start at 0 (the block outputs would vanish): give them random values
     # so every block really computes, as in a trained model.

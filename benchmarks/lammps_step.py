@@ -93,7 +93,6 @@ def _factor3(k: int) -> tuple[int, int, int]:
 
 def make_structure(kind: str, n_target: int):
     """Periodic supercell with (about) ``n_target`` atoms; slightly rattled."""
-    import numpy as np
     from ase.build import bulk, make_supercell
     from ase.spacegroup import crystal
 
@@ -417,7 +416,8 @@ def measure_size(args, n_target: int, log) -> dict:
         "bare_setup_seconds": bare_compile_s,
     }
     log(f"{n:6d} atoms {n_edges_bare:8d} edges  LAMMPS {result['lammps_ms']:9.2f} ms/step  "
-        f"bare {result['bare_ms']:9.2f} ms  ratio {result['ratio']:.3f} (best blocks {result['ratio_best_blocks']:.3f})  "
+        f"bare {result['bare_ms']:9.2f} ms  ratio {result['ratio']:.3f} "
+        f"(best blocks {result['ratio_best_blocks']:.3f})  "
         f"model in LAMMPS {result['model_in_lammps_ms']:.2f} ms (x{result['ratio_within_block']:.3f})  "
         f"[{steps} steps x {repeats}; "
         f"|dE|/atom {abs(pe_lammps - pe_bare) / n:.1e} eV; LAMMPS's graph / bare graph "

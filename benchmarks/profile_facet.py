@@ -81,12 +81,12 @@ def main(argv=None):
 
     import jax
     import jax.numpy as jnp
+    import si_data
 
     from facet import graph as fgraph
+    from facet import losses
     from facet import model as fmodel
-    from facet import train as ftrain
     from facet.config import load_config
-    import si_data
 
     cfg = load_config(args.config)
     (train_s, _, _), _ = si_data.load_split()
@@ -108,7 +108,7 @@ def main(argv=None):
     for name in args.variants.split(","):
         mcfg = dataclasses.replace(cfg.model, elements=("Si",), degree_radii=radii,
                                    degree_values=values, **variants[name])
-        module = fmodel.build(mcfg)
+        module = fmodel.Facet(mcfg)
         params = fmodel.init(module, jax.random.key(0))
         tcfg = dataclasses.replace(cfg, model=mcfg)
         jb = jax.tree.map(jnp.asarray, batch)
@@ -119,8 +119,9 @@ def main(argv=None):
                    + jnp.einsum("ei,eij->ej", b.edge_shifts, b.cell[b.node_graph[b.receivers]]))
             return module.apply(params, vec, b.senders, b.receivers, b.species).sum()
 
-        e_and_f = jax.jit(lambda params, b: ftrain.predict(module, params, b, mcfg.graph_cutoff)[:2])
-        grad = jax.jit(jax.grad(lambda params, b: ftrain.loss_from_sums(ftrain.error_sums(module, params, b, tcfg), tcfg)))
+        e_and_f = jax.jit(lambda params, b: losses.predict(module, params, b, mcfg.graph_cutoff)[:2])
+        grad = jax.jit(jax.grad(lambda params, b: losses.loss_from_sums(
+            losses.error_sums(module, params, b, tcfg.model.graph_cutoff), tcfg)))
         row = {"variant": name, "params": fmodel.count_parameters(params)}
         for key, fn in (("energy_s", e_only), ("energy_forces_s", e_and_f), ("train_grad_s", grad)):
             row[key] = median_time(fn, params, jb, repeats=args.repeats)
@@ -129,7 +130,8 @@ def main(argv=None):
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    result = {"blocks": blocks if "full" in args.variants.split(",") else {}, "batch_structures": args.batch, "atoms": n_atoms, "edges": n_edges,
+    result = {"blocks": blocks if "full" in args.variants.split(",") else {}, "batch_structures": args.batch,
+              "atoms": n_atoms, "edges": n_edges,
               "edges_per_atom": n_edges / n_atoms, "config": args.config, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -138,7 +140,8 @@ def main(argv=None):
     for b, ms in blocks.items():
         print(f"  {b}: {ms:.1f} ms")
     for r in rows:
-        print(f"| {r['variant']} | {r['params']:,} | {r['energy_s']:.3f} | {r['energy_forces_s']:.3f} | {r['train_grad_s']:.3f} |")
+        print(f"| {r['variant']} | {r['params']:,} | {r['energy_s']:.3f} | {r['energy_forces_s']:.3f} | "
+              f"{r['train_grad_s']:.3f} |")
 
 
 if __name__ == "__main__":

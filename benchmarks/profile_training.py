@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     # Compilation per shape (train and eval), on one batch of each shape.
     batches = {}
-    for k, batch in enumerate(loader.epoch(0)):
+    for batch in loader.epoch(0):
         key = (batch.species.shape[0], batch.senders.shape[0])
         batches.setdefault(key, batch)
         if len(batches) == len(shapes):
@@ -197,7 +197,8 @@ def main(argv=None) -> int:
     print(f"| compile (s) | {', '.join(f'{k}: {v:.1f}' for k, v in compile_s.items())} |")
     print(f"| step (ms) | assemble {s['assemble']:.1f}, transfer {s['transfer']:.1f}, update {s['update']:.1f}, "
           f"total {s['total']:.1f} |")
-    print(f"| throughput | {report['structures_per_s']:.1f} structures/s, {report['ms_per_real_atom']:.2f} ms per real atom |")
+    print(f"| throughput | {report['structures_per_s']:.1f} structures/s, "
+          f"{report['ms_per_real_atom']:.2f} ms per real atom |")
     if flops:
         print(f"| achieved FLOP/s | {report['achieved_flop_per_s'] / 1e9:.2f} GFLOP/s "
               f"({report['achieved_flop_per_s'] / peak:.1%} of the {peak / 1e9:.1f} GFLOP/s matmul rate) |")

@@ -52,7 +52,6 @@ def log(msg: str) -> None:
 def port_structures():
     from ase import Atoms
     from ase.build import bulk, molecule
-    from ase.io import read
     from ase.spacegroup import crystal
 
     out = {}
@@ -131,7 +130,7 @@ def timed(calc, atoms, repeats=5):
 def stage_port(config, params, info, data: Path, n_si: int) -> dict:
     from sevenn.calculator import SevenNetCalculator
 
-    from facet.sevennet import export as sx
+    from facet_sevennet import export as sx
 
     log("port: sevenn calculator vs the JAX port")
     torch_calc = SevenNetCalculator("7net-0", device="cpu")
@@ -158,7 +157,7 @@ def stage_port(config, params, info, data: Path, n_si: int) -> dict:
 def stage_fits(config, params, data: Path, fit_min: float) -> dict:
     from facet.data import read_structures
     from facet.graph import build_graphs, species_index
-    from facet.sevennet import streamline as sl
+    from facet_sevennet import streamline as sl
 
     log("fits: R^2 of linear radial filters for several distance ranges")
     train = read_structures(data / "train.extxyz")
@@ -177,7 +176,7 @@ def stage_fits(config, params, data: Path, fit_min: float) -> dict:
 
 
 def stage_p(args, out: Path) -> dict:
-    from facet.sevennet.__main__ import run_estimate_p
+    from facet_sevennet.__main__ import run_estimate_p
 
     path = out / "p_estimate.json"
     if args.reuse and path.exists() and path.with_suffix(".npz").exists():
@@ -190,7 +189,7 @@ def stage_p(args, out: Path) -> dict:
 
 
 def stage_streamline(args, out: Path, p: float) -> dict:
-    from facet.sevennet.__main__ import run_streamline
+    from facet_sevennet.__main__ import run_streamline
 
     path = out / "streamlined" / "streamline.json"
     if args.reuse and path.exists():
@@ -237,7 +236,7 @@ def lammps_single_point(model_file: Path, atoms, elements):
 
 def stage_export(config, params, s_config, s_params, out: Path) -> dict:
     from facet.calculator import FacetCalculator
-    from facet.sevennet import export as sx
+    from facet_sevennet import export as sx
 
     log("export: model files through facet.export, run in ASE and LAMMPS")
     rows = []
@@ -277,7 +276,7 @@ def plot_filters(config, params, fits, fit_min, png: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from facet.sevennet import streamline as sl
+    from facet_sevennet import streamline as sl
 
     d = np.linspace(0.5, config.cutoff, 600)
     fit = sl.fit_filters(config, params, fit_min)
@@ -414,7 +413,7 @@ def write_report(ctx: dict) -> str:
              f"one thread; torch {env['torch']}, sevenn {env['sevenn']}, jax {env['jax']}, e3nn-jax {env['e3nn_jax']}. "
              "Do not edit by hand.")
     L.append("")
-    L.append("The JAX port is `python/facet/sevennet/` (`model.py` the architecture, `convert.py` the "
+    L.append("The JAX port is `python/facet_sevennet/` (`model.py` the architecture, `convert.py` the "
              "checkpoint reader, the only torch-dependent part, `streamline.py`, `export.py`); its tests are "
              "`tests/peers/test_sevennet.py` (`make test-peers`).")
     L.append("")
@@ -429,8 +428,8 @@ def write_report(ctx: dict) -> str:
              "(periodic cells only; the floors matter only for cells whose forces or stress vanish by "
              "symmetry). The Si test-split structures are drawn at random.")
     L.append("")
-    L.append("| structure | atoms | E (eV) | max abs F (eV/Å) | float64 port: energy | forces | stress | max abs ΔF (eV/Å) "
-             "| float32 port: energy | forces | stress |")
+    L.append("| structure | atoms | E (eV) | max abs F (eV/Å) | float64 port: energy | forces | stress "
+             "| max abs ΔF (eV/Å) | float32 port: energy | forces | stress |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in port["rows"]:
         a, b = r["float64"], r["float32"]
@@ -491,7 +490,7 @@ def write_report(ctx: dict) -> str:
         mark = " (used)" if abs(r["r_min"] - s["fit_range"][0]) < 1e-9 else ""
         L.append(f"| {r['r_min']:.1f}-5.0{mark} | grid | " + " | ".join(f"{v:.4f}" for v in r["r2"])
                  + f" | {r['pooled']:.4f} |")
-        L.append(f"| | Si edges | " + " | ".join(f"{v:.4f}" for v in r["r2_edges"]) + f" | {r['pooled_edges']:.4f} |")
+        L.append("| | Si edges | " + " | ".join(f"{v:.4f}" for v in r["r2_edges"]) + f" | {r['pooled_edges']:.4f} |")
     L.append("")
     L.append("![radial filters](figures/sevennet_filters.png)")
     L.append("")
@@ -524,7 +523,8 @@ def write_report(ctx: dict) -> str:
     L.append("")
     L.append(f"Method. SevenNet-0 divides every message sum by the same 35.99, whatever an atom's neighbour "
              f"count k. We run it on {p['structures']} structures of the pyxtal Si set (all splits; densities "
-             f"from 8 to 77 Å³/atom, so k at 5 Å spans {p['pooled']['k_range'][0]:.0f}-{p['pooled']['k_range'][1]:.0f}) "
+             f"from 8 to 77 Å³/atom, so k at 5 Å spans "
+             f"{p['pooled']['k_range'][0]:.0f}-{p['pooled']['k_range'][1]:.0f}) "
              "and record, per atom and layer, the raw sum Σ_e m_e before the divisor, and fit "
              "log|Σ m| = a_t + p log k by least squares (atoms with k ≥ "
              f"{p['min_k']:g}). The exponent p for which Σ m / k^p no longer depends on k is the "
@@ -540,7 +540,8 @@ def write_report(ctx: dict) -> str:
         rel = lay.get("scalar_relative")
         L.append(f"| {t} | {lay['scalar']['p']:.3f} | {lay['scalar']['ci95'][0]:.2f}-{lay['scalar']['ci95'][1]:.2f} | "
                  f"{lay['total']['p']:.3f} | {fmt(rel['p'] if rel else None, '.3f')} |")
-    L.append(f"| **pooled** | **{p['pooled']['p']:.3f}** | {p['pooled']['ci95'][0]:.2f}-{p['pooled']['ci95'][1]:.2f} | | |")
+    ci = p["pooled"]["ci95"]
+    L.append(f"| **pooled** | **{p['pooled']['p']:.3f}** | {ci[0]:.2f}-{ci[1]:.2f} | | |")
     L.append("")
     L.append("The last column divides the sum by the RMS size of one message, sqrt(Σ_e |m_e|² / k), which "
              "removes the change of the individual messages with density (shorter bonds, bigger filters, "
@@ -622,23 +623,25 @@ def write_report(ctx: dict) -> str:
     # -- export
     L.append("## 5. Export: the same model file, ASE and LAMMPS unchanged")
     L.append("")
-    L.append("`facet.sevennet.export` builds the contract function (`facet.model.energy_and_edge_gradients` of "
+    L.append("`facet_sevennet.export` builds the contract function (`facet.model.energy_and_edge_gradients` of "
              "the SevenNet module) and writes it with `facet.export.export_program` / `make_header` / "
              "`facet.modelfile.save_model_file`, so the file is an ordinary Facet model file "
              "(`export/README.md`): `FacetCalculator(path)` and `pair_style facet path` run it with no change. "
              "Relative differences (max over energy and forces) of the file in ASE and in LAMMPS (`run 0`, "
              "one rank) against the in-process model:")
     L.append("")
-    L.append("| model | dtype | file size | cutoff (Å) | ASE Si64 | ASE quartz | LAMMPS Si64 | LAMMPS quartz | ASE call, Si64 |")
+    L.append("| model | dtype | file size | cutoff (Å) | ASE Si64 | ASE quartz | LAMMPS Si64 | LAMMPS quartz "
+             "| ASE call, Si64 |")
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in ex["rows"]:
-        L.append(f"| {r['model']} | {r['dtype']} | {r['bytes'] / 1e6:.1f} MB | {r['cutoff']:.3f} | {fmt(r['ase_Si64'])} | "
+        L.append(f"| {r['model']} | {r['dtype']} | {r['bytes'] / 1e6:.1f} MB | {r['cutoff']:.3f} | "
+                 f"{fmt(r['ase_Si64'])} | "
                  f"{fmt(r['ase_quartz'])} | {fmt(r['lammps_Si64'])} | {fmt(r['lammps_quartz'])} | "
                  f"{1000 * r['ase_time_si64']:.0f} ms |")
     L.append("")
-    L.append("Command line: `python -m facet.sevennet convert -o sevennet0.npz` (torch), "
-             "`python -m facet.sevennet streamline --model sevennet0.npz --degree-exponent P`, "
-             "`python -m facet.sevennet export MODEL.npz -o model.hlo`.")
+    L.append("Command line: `python -m facet_sevennet convert -o sevennet0.npz` (torch), "
+             "`python -m facet_sevennet streamline --model sevennet0.npz --degree-exponent P`, "
+             "`python -m facet_sevennet export MODEL.npz -o model.hlo`.")
     L.append("")
     return "\n".join(L)
 
@@ -647,7 +650,7 @@ def p_robustness(npz: Path, min_k: float) -> list[dict]:
     """The pooled and layer-0 exponents under other choices: a higher k floor (bulk-like
     atoms only), one point per structure (means of log k and log |m|), and |m| relative
     to the RMS message."""
-    from facet.sevennet import streamline as sl
+    from facet_sevennet import streamline as sl
 
     z = np.load(npz)
     k, groups = z["k"], z["structure"]
@@ -744,8 +747,8 @@ def port_details(config, info) -> dict:
     """Facts about the checkpoint quoted in the report, computed rather than typed."""
     import torch
 
-    from facet.sevennet.convert import sevennet0_checkpoint
-    from facet.sevennet.model import clebsch_gordan
+    from facet_sevennet.convert import sevennet0_checkpoint
+    from facet_sevennet.model import clebsch_gordan
 
     ck = torch.load(sevennet0_checkpoint(), weights_only=False, map_location="cpu")
     flipped, total, names, layers = 0, 0, set(), set()
@@ -779,7 +782,7 @@ def test_force_stats(predictions: Path, data: Path) -> dict:
 
 
 def param_rows(config, params, s_params):
-    from facet.sevennet.model import FIXED_PARAMETERS
+    from facet_sevennet.model import FIXED_PARAMETERS
 
     def count(p, pred):
         return int(sum(np.prod(np.shape(v)) for k, v in p["params"].items() if pred(k) and k not in FIXED_PARAMETERS))
@@ -821,12 +824,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     FIGURES.mkdir(parents=True, exist_ok=True)
 
+    import e3nn_jax
     import jax
     import sevenn
     import torch
 
-    import e3nn_jax
-    from facet import sevennet
+    import facet_sevennet as sevennet
 
     torch.set_num_threads(1)
     if args.render_only:
@@ -876,7 +879,7 @@ def main(argv=None) -> int:
         "p_local": local_slopes((out / "p_estimate.json").with_suffix(".npz")),
         **test_force_stats(out / "streamlined" / "test_predictions.npz", args.data),
         "divisor_change": float(
-            (np.interp(sevennet.cutoff_of(s_config, s_params), s_config.degree_radii, s_config.degree_values)
+            (np.interp(sevennet.cutoff(s_params, s_config), s_config.degree_radii, s_config.degree_values)
              / np.interp(s_config.cutoff, s_config.degree_radii, s_config.degree_values)) ** s_config.degree_exponent
             - 1.0),
         "env": env,
@@ -885,7 +888,8 @@ def main(argv=None) -> int:
                                                 default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
     text = write_report(ctx)
     if args.quick:
-        text = text.replace("\n", "\n\n**QUICK SMOKE-TEST RUN (`--quick`): tiny subsets, numbers not meaningful.**\n", 1)
+        text = text.replace(
+            "\n", "\n\n**QUICK SMOKE-TEST RUN (`--quick`): tiny subsets, numbers not meaningful.**\n", 1)
     REPORT.write_text(text)
     log(f"wrote {REPORT}")
     return 0

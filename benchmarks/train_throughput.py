@@ -126,7 +126,8 @@ def report(results, out: Path, load) -> int:
     lines = ["# Facet training throughput (bundled SiO2 data)", "",
              f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, jax {machine['jax']}, "
              f"load average at start {machine['load_average_at_start']} (other jobs inflate times).", "",
-             "| config | params | batch | s/step | structures/s | atoms/s | shapes (10 epochs) | compiles (warm-up / timed) | compile s | peak RSS MB |",
+             "| config | params | batch | s/step | structures/s | atoms/s | shapes (10 epochs) "
+             "| compiles (warm-up / timed) | compile s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['config']} | {r['parameters']:,} | {r['batch_size']} | {r['seconds_per_step']:.2f} | "

@@ -208,7 +208,6 @@ def random_sio2(rng: np.random.Generator, n_units: int, density: float) -> Atoms
     shape = np.eye(3) + np.diag(rng.uniform(-0.15, 0.15, 3))
     cell = shape * (volume / np.linalg.det(shape)) ** (1 / 3)
     positions: list[np.ndarray] = []
-    atoms = Atoms(cell=cell, pbc=True)
     while len(positions) < len(numbers):
         trial = rng.random(3) @ cell
         if positions:
@@ -339,7 +338,8 @@ def fmt(values, spec: str) -> str:
     return " ".join(format(float(v), spec) for v in np.ravel(values))
 
 
-def extxyz_frame(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray, group: str, temperature: float) -> str:
+def extxyz_frame(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray, group: str,
+                 temperature: float) -> str:
     lines = [
         str(len(atoms)),
         f'Lattice="{fmt(atoms.cell.array, f".{CELL_DECIMALS}f")}" '

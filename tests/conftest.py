@@ -1,17 +1,27 @@
-"""Shared fixtures: float64 everywhere in tests, small models, reference graphs."""
+"""Shared fixtures: small models, reference graphs, and each test's precision.
+
+Tests run as production does, in float32, with jax's NaN checks on. A test (or a whole
+module, `pytestmark = pytest.mark.float64`) that compares against an independent
+reference at 1e-10 asks for float64; one that makes NaNs on purpose is marked
+`allow_nans`.
+"""
 
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from facet.config import FacetConfig  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before any fixture of the test is set up, so module fixtures get its precision too.
+    jax.config.update("jax_enable_x64", item.get_closest_marker("float64") is not None)
+    jax.config.update("jax_debug_nans", item.get_closest_marker("allow_nans") is None)
 
 
 def tiny_config(elements=("O", "Si"), **kw) -> FacetConfig:
@@ -46,8 +56,10 @@ def randomised_params(module, seed=0, layer_scale=0.7):
 
 @pytest.fixture(scope="session")
 def tiny_model():
+    """(config, module, float64 parameters): for float64 tests only."""
     from facet import model
 
     cfg = tiny_config()
-    module = model.build(cfg)
-    return cfg, module, randomised_params(module)
+    module = model.Facet(cfg)
+    with jax.enable_x64(True):
+        return cfg, module, randomised_params(module)

@@ -15,6 +15,8 @@ from ase.optimize import FIRE
 from facet import export
 from facet.calculator import FacetCalculator
 
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
+
 
 @pytest.fixture(scope="module")
 def model_file(tiny_model, tmp_path_factory):
@@ -219,7 +221,7 @@ def test_facet_s_md_compiles_once(tmp_path):
 
     cfg = FacetConfig(elements=("O", "Si"), graph_cutoff=6.0, r_max_init=5.0,
                       degree_radii=(0.5, 6.0), degree_values=(0.1, 40.0))
-    module = model.build(cfg)
+    module = model.Facet(cfg)
     params = model.init(module, jax.random.key(0))
     rng = np.random.default_rng(0)
     params = jax.tree_util.tree_map_with_path(

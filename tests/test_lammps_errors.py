@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from test_lammps_support import (
+from lammps_support import (
     StandInConfig,
     new_lammps,
     plugin_path,
@@ -15,6 +14,8 @@ from test_lammps_support import (
     standin_model_file,
     write_lammps_data,
 )
+
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
 
 CONFIG = StandInConfig(num_layers=2, cutoff=4.0)
 
@@ -77,12 +78,12 @@ def test_invalid_model_file(tmp_path, data_file, content):
 
 
 def test_loader_message_passed_through(tmp_path, data_file):
-    expect_error(tmp_path, lmp_input(data_file, pair_style="python:test_lammps_support:make_failing_runner:load"),
+    expect_error(tmp_path, lmp_input(data_file, pair_style="python:lammps_support:make_failing_runner:load"),
                  "stand-in refuses to load (bad weights)")
 
 
 def test_runner_without_interface(tmp_path, data_file):
-    expect_error(tmp_path, lmp_input(data_file, pair_style="python:test_lammps_support:make_failing_runner:attrs"),
+    expect_error(tmp_path, lmp_input(data_file, pair_style="python:lammps_support:make_failing_runner:attrs"),
                  "does not follow the runner interface")
 
 
@@ -104,7 +105,7 @@ def test_units_not_metal(tmp_path, data_file):
 
 
 def test_comm_cutoff_too_small_multirank(tmp_path, data_file):
-    msg = expect_error(tmp_path, lmp_input(data_file), "comm_modify cutoff 10", "2 x 4 + 2 = 10",
+    expect_error(tmp_path, lmp_input(data_file), "comm_modify cutoff 10", "2 x 4 + 2 = 10",
                        np_=2)
     # the same input is fine on one rank (folded graph)
     proc = run_lmp(lmp_input(data_file), tmp_path)
@@ -119,7 +120,7 @@ def test_folded_graph_multirank(tmp_path, data_file):
 
 def test_model_failure_on_one_rank_is_collective(tmp_path, data_file):
     """A Python exception on rank 1 only: every rank stops with the message."""
-    expect_error(tmp_path, lmp_input(data_file, pair_style="python:test_lammps_support:make_failing_runner:call_rank1",
+    expect_error(tmp_path, lmp_input(data_file, pair_style="python:lammps_support:make_failing_runner:call_rank1",
                                      extra="comm_modify cutoff 6"),
                  "model evaluation failed", "RuntimeError: stand-in failure on rank 1", "(on MPI rank 1)",
                  np_=2)
@@ -127,7 +128,7 @@ def test_model_failure_on_one_rank_is_collective(tmp_path, data_file):
 
 @pytest.mark.parametrize("mode,fragment", [("shape", "atom energies for"), ("nan", "non-finite")])
 def test_bad_model_outputs(tmp_path, data_file, mode, fragment):
-    expect_error(tmp_path, lmp_input(data_file, pair_style=f"python:test_lammps_support:make_failing_runner:{mode}"),
+    expect_error(tmp_path, lmp_input(data_file, pair_style=f"python:lammps_support:make_failing_runner:{mode}"),
                  "model evaluation failed", fragment)
 
 

@@ -7,7 +7,7 @@
   ``thermo`` are overridden. NVT must finish and write its trajectory, NPT
   must change the volume, the minimisation must lower the energy.
 * With another model given as ``-var model`` (the analytic stand-in of
-  test_lammps_support, elements O H Si), another data file (``-var data``)
+  lammps_support, elements O H Si), another data file (``-var data``)
   and other elements (``-var elements``): the overrides documented in the
   inputs work. This part needs no shipped model.
 
@@ -23,8 +23,7 @@ import shutil
 import subprocess
 
 import pytest
-
-from test_lammps_support import (
+from lammps_support import (
     REPO,
     StandInConfig,
     lmp_exe,
@@ -43,6 +42,8 @@ needs_shipped_model = pytest.mark.skipif(
     reason="export/facet-tiny-sio2.hlo (the shipped SiO2 model the example inputs default to) "
     "is not in this checkout",
 )
+
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
 
 
 @pytest.fixture(scope="module", autouse=True)

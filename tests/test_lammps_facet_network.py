@@ -11,14 +11,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from test_lammps_support import (
+from lammps_support import (
     STRUCTURES,
     lammps_eval,
     plugin_path,
     run_lmp,
     write_lammps_data,
 )
+
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
 
 TYPE_ELEMENTS = ["Si", "O"]  # the network's element order is (O, Si)
 
@@ -43,7 +44,7 @@ def network_files(tmp_path_factory):
         scalar_mlp_hidden=16, mixer_channels=8, mixer_heads=2, mixer_hidden=4,
         degree_radii=(0.5, 2.0, 4.0), degree_values=(0.1, 4.0, 20.0), dtype="float64",
     )
-    module = model.build(config)
+    module = model.Facet(config)
     with jax.enable_x64(True):
         params = model.init(module, jax.random.key(0))
         rng = np.random.default_rng(0)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from test_lammps_support import (
+from lammps_support import (
     StandInConfig,
     new_lammps,
     plugin_path,
@@ -14,6 +13,8 @@ from test_lammps_support import (
     standin_model_file,
     write_lammps_data,
 )
+
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
 
 CONFIG = StandInConfig(num_layers=2, cutoff=4.5)
 

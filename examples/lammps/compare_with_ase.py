@@ -106,7 +106,8 @@ def main() -> int:
         lmp.command(f"run {args.md_steps}")
         e1 = lmp.get_thermo("etotal")
         print(f"LAMMPS NVE {args.md_steps} steps of 0.5 fs: total energy {e0:.6f} -> {e1:.6f} eV "
-              f"(change {abs(e1 - e0) / len(atoms) * 1000:.3f} meV/atom), final temperature {lmp.get_thermo('temp'):.0f} K")
+              f"(change {abs(e1 - e0) / len(atoms) * 1000:.3f} meV/atom), "
+              f"final temperature {lmp.get_thermo('temp'):.0f} K")
     lmp.close()
     return 0
 

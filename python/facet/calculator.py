@@ -17,14 +17,11 @@ from typing import Any
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.data import atomic_numbers, chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
 
+from facet.errors import ModelFileError
+from facet.graph import neighbour_list
 from facet.runtime import ModelRunner, assemble
-
-
-def _neighbour_list(positions, cell, pbc, cutoff):
-    from facet.graph import neighbour_list
-
-    return neighbour_list(positions, cell, pbc, cutoff)
 
 
 class FacetCalculator(Calculator):
@@ -46,7 +43,17 @@ class FacetCalculator(Calculator):
         if isinstance(model, ModelRunner):
             self.runner = model
         else:
-            self.runner = ModelRunner(model, buckets=buckets)
+            try:
+                self.runner = ModelRunner(model, buckets=buckets)
+            except ModelFileError:
+                from facet.checkpoint import is_checkpoint
+
+                if is_checkpoint(model):
+                    raise ModelFileError(
+                        f"{model} is a Facet training checkpoint, not a model file: run it in process "
+                        f"with FacetCalculator.from_checkpoint({str(model)!r}), or export it with "
+                        f"`python -m facet.export {model} -o model.hlo`") from None
+                raise
         self.elements = self.runner.elements
         self.cutoff = self.runner.cutoff
         self._species_of = np.full(len(chemical_symbols), -1, dtype=np.int32)
@@ -106,7 +113,7 @@ class FacetCalculator(Calculator):
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         pbc = np.asarray(atoms.pbc, dtype=bool)
 
-        senders, receivers, shifts = _neighbour_list(positions, cell, pbc, self.cutoff)
+        senders, receivers, shifts = neighbour_list(positions, cell, pbc, self.cutoff)
         vectors = positions[senders] - positions[receivers] + shifts.astype(np.float64) @ cell
         atom_energies, dE_dedge = self.runner(vectors, senders, receivers, species, np.ones(n))
         forces, virial, _ = assemble(vectors, senders, receivers, dE_dedge, n)
@@ -126,8 +133,7 @@ class FacetCalculator(Calculator):
         volume = abs(float(np.linalg.det(cell))) if pbc.any() else 0.0
         if volume > 1e-12:
             sigma = -virial / volume
-            sigma = 0.5 * (sigma + sigma.T)
-            self.results["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            self.results["stress"] = full_3x3_to_voigt_6_stress(0.5 * (sigma + sigma.T))
         elif "stress" in properties:
             raise PropertyNotImplementedError(
                 "FacetCalculator: stress needs a periodic system with a 3D cell (nonzero volume)"

@@ -10,7 +10,6 @@ moment (even SIGKILL) leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,12 @@ import numpy as np
 from flax import serialization
 
 from facet.config import FacetConfig, TrainConfig, from_dict, to_dict
+from facet.errors import CheckpointError
+from facet.files import atomic_write
 
 FORMAT = "facet-checkpoint"
 VERSION = 1
 
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 # TrainConfig fields that older checkpoints may carry (the warm-up is now counted in steps).
@@ -50,18 +48,16 @@ def save(path: str | Path, *, config: TrainConfig, step: int, params, ema_params
         "opt_state": _to_numpy(serialization.to_state_dict(opt_state)) if opt_state is not None else {},
         "info": json.dumps(info or {}),
     }
-    data = serialization.msgpack_serialize(payload)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    atomic_write(path, serialization.msgpack_serialize(payload))
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether path holds a Facet training checkpoint (its format tag leads the msgpack map)."""
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        with open(path, "rb") as f:
+            return FORMAT.encode() in f.read(64)
+    except OSError:
+        return False
 
 
 def load(path: str | Path) -> dict[str, Any]:

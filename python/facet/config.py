@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facet.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class FacetConfig:
@@ -147,9 +149,9 @@ class TrainConfig:
                    "decay": ("linear", "cosine"), "batching": ("budget", "menu")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
         if self.batch_budget < 1.0:
-            raise ValueError(f"batch_budget must be >= 1 (a multiple of the mean batch), got {self.batch_budget}")
+            raise ConfigError(f"batch_budget must be >= 1 (a multiple of the mean batch), got {self.batch_budget}")
 
     @property
     def training_graph_cutoff(self) -> float:
@@ -167,7 +169,7 @@ def from_dict(cls: type, data: dict) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}; known: {sorted(names)}")
+        raise ConfigError(f"unknown {cls.__name__} field(s): {sorted(unknown)}; known: {sorted(names)}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, name)
@@ -182,7 +184,7 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
     if value is None:
         if type(None) in args:
             return None
-        raise ValueError(f"{name} may not be null")
+        raise ConfigError(f"{name} may not be null")
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, name)
@@ -191,13 +193,13 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis or not args:  # tuple[T, ...] or bare tuple
             return tuple(_coerce(args[0] if args else Any, v, name) for v in seq)
         if len(seq) != len(args):
-            raise ValueError(f"{name} must have {len(args)} items, got {len(seq)}")
+            raise ConfigError(f"{name} must have {len(args)} items, got {len(seq)}")
         return tuple(_coerce(a, v, name) for a, v in zip(args, seq))
     if hint is float:
         return float(value)
     if hint is int:
         if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{name} must be an integer, got {value}")
+            raise ConfigError(f"{name} must be an integer, got {value}")
         return int(value)
     if hint is bool:
         if isinstance(value, str):
@@ -211,7 +213,7 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
 def apply_override(config: TrainConfig, assignment: str) -> TrainConfig:
     """Apply one `key=value` (dotted keys for nested fields, JSON or bare values)."""
     if "=" not in assignment:
-        raise ValueError(f"--set expects key=value, got {assignment!r}")
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
     try:
         value = json.loads(raw)
@@ -222,14 +224,14 @@ def apply_override(config: TrainConfig, assignment: str) -> TrainConfig:
     parts = key.strip().split(".")
     for part in parts[:-1]:
         if part not in node or not isinstance(node[part], dict):
-            raise ValueError(f"--set {key}: no config section {part!r}")
+            raise ConfigError(f"--set {key}: no config section {part!r}")
         node = node[part]
     if parts[-1] not in node:
         # Convenience: model fields may be given without the "model." prefix.
         if len(parts) == 1 and parts[0] in data["model"]:
             node = data["model"]
         else:
-            raise ValueError(f"--set {key}: unknown config field; see `python -m facet.train --print-config`")
+            raise ConfigError(f"--set {key}: unknown config field; see `python -m facet.train --print-config`")
     node[parts[-1]] = value
     return from_dict(TrainConfig, data)
 
@@ -243,7 +245,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"config file {path} is not valid JSON: {err}") from None
+            raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
         merged = to_dict(config)
         model = {**merged["model"], **data.pop("model", {})}
         merged.update(data)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from facet.errors import ConfigError, DataError
 
 # Keys under which labels are found in ASE info/arrays when there is no calculator.
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "total_energy", "Energy")
@@ -49,9 +50,6 @@ GROUP_KEYS = ("group", "trajectory", "traj_id", "trajectory_id", "config_type")
 
 XYZ_SUFFIXES = (".xyz", ".extxyz")
 
-
-class DataError(ValueError):
-    """A dataset problem; the message names the file, the problem and what to do."""
 
 
 @dataclass
@@ -288,7 +286,8 @@ def _read_db(path: Path) -> list[Structure]:
         db = ase.db.connect(str(path))
         rows = list(db.select())
     except (sqlite3.DatabaseError, ValueError, KeyError) as err:
-        raise DataError(f"{path}: not a readable ASE database ({err}). Recreate it with ase.db.connect().write().") from None
+        raise DataError(f"{path}: not a readable ASE database ({err}). "
+                        "Recreate it with ase.db.connect().write().") from None
     structures = []
     for row in rows:
         atoms = row.toatoms()
@@ -327,7 +326,8 @@ def _pyxtal_record(record: Any, path: Path, k: int) -> Structure:
         raise DataError(f"{where}: expected an object with lattice/coords/elements/energy/force.")
     missing = [key for key in ("lattice", "coords", "elements") if key not in record]
     if missing:
-        raise DataError(f"{where}: missing {', '.join(missing)}. Each record needs lattice, coords, elements, energy, force.")
+        raise DataError(f"{where}: missing {', '.join(missing)}. "
+                        "Each record needs lattice, coords, elements, energy, force.")
     unknown = [e for e in record["elements"] if e not in atomic_numbers]
     if unknown:
         raise DataError(f"{where}: unknown element symbol(s) {sorted(set(map(str, unknown)))}. Fix the symbols.")
@@ -475,7 +475,7 @@ def split_indices(
     """
     ratios = np.asarray(ratios, dtype=float)
     if ratios.shape != (3,) or (ratios < 0).any() or ratios.sum() <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers (train, valid, test), got {tuple(ratios)}")
+        raise ConfigError(f"ratios must be three non-negative numbers (train, valid, test), got {tuple(ratios)}")
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(structures):
         groups.setdefault(s.group or s.source or str(i), []).append(i)
@@ -551,19 +551,3 @@ def element_list(structures: Iterable[Structure]) -> list[str]:
     for s in structures:
         numbers.update(int(z) for z in np.unique(s.numbers))
     return [chemical_symbols[z] for z in sorted(numbers)]
-
-
-def dataset_summary(structures: Sequence[Structure]) -> str:
-    """A short printable description: counts, elements and label ranges."""
-    if not structures:
-        return "0 structures"
-    n = np.array([s.n_atoms for s in structures])
-    e = np.array([s.energy / s.n_atoms for s in structures if s.energy is not None])
-    fmax = max((float(np.abs(s.forces).max()) for s in structures if s.forces is not None), default=math.nan)
-    n_stress = sum(s.stress is not None for s in structures)
-    n_groups = len({s.group for s in structures})
-    text = (f"{len(structures)} structures in {n_groups} groups, {n.sum()} atoms ({n.min()}-{n.max()} per structure), "
-            f"elements {' '.join(element_list(structures))}; ")
-    if len(e):
-        text += f"energy/atom {e.min():.3f}..{e.max():.3f} eV; "
-    return text + f"max |F| {fmax:.2f} eV/Å; stress on {n_stress}"

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facet import modelfile
+from facet.errors import ConfigError, FacetError, exit_with
 from facet.modelfile import ModelFileError
 from facet.runtime import DEFAULT_BUCKETS
 
@@ -61,11 +62,11 @@ def export_program(fn: Callable, dtype: str = "float32", platforms: Sequence[str
     from jax import export
 
     if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     platforms = tuple(platforms)
     unknown = [p for p in platforms if p not in KNOWN_PLATFORMS]
     if unknown or not platforms:
-        raise ValueError(f"unknown platform(s) {unknown or platforms}; choose from {KNOWN_PLATFORMS}")
+        raise ConfigError(f"unknown platform(s) {unknown or platforms}; choose from {KNOWN_PLATFORMS}")
     with _x64(dtype == "float64"), _no_source_locations():
         dt = jnp.dtype(dtype)
         n, e = export.symbolic_shape(SYMBOLS)
@@ -118,7 +119,7 @@ def make_header(
     elements = [str(e) for e in elements]
     bad = [e for e in elements if e not in atomic_numbers]
     if bad:
-        raise ValueError(f"unknown element symbol(s) {bad}")
+        raise ConfigError(f"unknown element symbol(s) {bad}")
     graph_cutoff = float(cutoff if graph_cutoff is None else graph_cutoff)
     info = dict(info or {})
     header: dict[str, Any] = {
@@ -158,7 +159,7 @@ def contract_function(config, params, dtype: str | None = None) -> tuple[Callabl
     from facet import model
 
     dtype = dtype or getattr(config, "dtype", "float32")
-    fn, cast = module_contract_function(model.build(config), params, dtype)
+    fn, cast = module_contract_function(model.Facet(config), params, dtype)
     return fn, cast, dtype
 
 
@@ -184,7 +185,7 @@ def model_header(config, params, dtype: str, info: dict[str, Any] | None = None)
 
     return make_header(
         elements=config.elements,
-        cutoff=model.trained_cutoff(params, config),
+        cutoff=model.cutoff(params, config),
         graph_cutoff=config.graph_cutoff,
         num_layers=config.num_layers,
         dtype=dtype,
@@ -311,8 +312,7 @@ def inspect(path, as_json: bool = False, out=None) -> int:
     try:
         header = modelfile.read_header(path, verify_payload=True)
     except ModelFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exit_with(e)
     problems = []
     try:
         modelfile.check_compatibility(header, str(path))
@@ -367,10 +367,7 @@ def _export_main(argv) -> int:
 
     from facet import checkpoint
 
-    try:
-        config, params, info = checkpoint.load_for_inference(args.checkpoint)
-    except checkpoint.CheckpointError as e:
-        raise ValueError(str(e)) from e
+    config, params, info = checkpoint.load_for_inference(args.checkpoint)
     fn, _, dtype = contract_function(config, params, args.dtype)
     exported = export_program(fn, dtype, args.platforms)
     header = model_header(config, params, dtype, {**(info or {}), **notes})
@@ -407,9 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = argv[1:]
     try:
         return _export_main(argv)
-    except (ModelFileError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (FacetError, FileNotFoundError) as e:
+        return exit_with(e)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ Conventions (shared with the model and every runtime, see export/README.md):
 
 Bucket policy (padded shapes, so that jit compiles a handful of times):
 
-1. Ladder: the padded atom count N and edge count E are rounded up to a
-   geometric ladder ``m * 2**k`` with ``m`` in ``[s, 2s)`` for
-   ``s = steps_per_octave`` (default 4: ..., 16, 20, 24, 28, 32, 40, 48, 56,
-   64, 80, ...), so each rounding wastes at most 25 %. N always leaves room
-   for at least one padding atom (N >= atoms + 1, at least 16); E >= 64.
+1. Ladder (``facet.buckets.padded_sizes``, the one the runtime uses too): the
+   atom count and edge count are rounded up to a geometric ladder ``m * 2**k``
+   with ``m`` in ``[s, 2s)`` for ``s = steps_per_octave`` (default 4: ..., 16,
+   20, 24, 28, 32, 40, 48, 56, 64, 80, ...), so each rounding wastes at most
+   25 %; N is that rung plus one padding atom (at least 9), E at least 64.
 2. Shape menu (BatchLoader): N and E vary together, so rounding them
    independently would still give many (N, E) pairs. The loader plans
    `plan_epochs` epochs up front (cheap: only counts), and for every N rung
@@ -37,12 +37,11 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .buckets import ladder_ceil
-from .data import DataError, Structure
+from .buckets import padded_sizes
+from .data import Structure
+from .errors import ConfigError, DataError
 
 DEFAULT_STEPS_PER_OCTAVE = 4
-MIN_PADDED_ATOMS = 16
-MIN_PADDED_EDGES = 64
 
 
 # ----------------------------------------------------------------------------- neighbour lists
@@ -195,26 +194,14 @@ class GraphBatch(NamedTuple):
     has_forces: np.ndarray  # bool (G,)
 
 
-def pad_sizes(
-    n_atoms: int,
-    n_edges: int,
-    steps_per_octave: int = DEFAULT_STEPS_PER_OCTAVE,
-    min_atoms: int = MIN_PADDED_ATOMS,
-    min_edges: int = MIN_PADDED_EDGES,
-) -> tuple[int, int]:
-    """Padded (N, E) for a batch with these real atom and edge counts (see module docstring)."""
-    n_node = ladder_ceil(n_atoms + 1, steps_per_octave, min_atoms)  # +1: a padding atom always exists
-    n_edge = ladder_ceil(n_edges, steps_per_octave, min_edges)
-    return n_node, n_edge
-
-
 def batch_graphs(graphs: Sequence[Graph], n_node: int, n_edge: int, n_graph: int) -> GraphBatch:
     """Concatenate graphs and pad to exactly (n_node, n_edge, n_graph)."""
     n_real = sum(g.n_atoms for g in graphs)
     e_real = sum(g.n_edges for g in graphs)
     if n_real > n_node - 1 or e_real > n_edge or len(graphs) > n_graph - 1:
         raise ValueError(f"batch of {len(graphs)} graphs, {n_real} atoms, {e_real} edges does not fit "
-                         f"n_graph={n_graph}, n_node={n_node}, n_edge={n_edge} (one padding atom and graph are required)")
+                         f"n_graph={n_graph}, n_node={n_node}, n_edge={n_edge} "
+                         "(one padding atom and graph are required)")
     pad_atom, pad_graph = n_node - 1, n_graph - 1
     b = _empty_batch(n_node, n_edge, n_graph)
     atom, edge = 0, 0
@@ -307,11 +294,11 @@ class BatchLoader:
         budget: float | None = None,
     ):
         if batch_size < 1 or num_devices < 1 or batch_size % num_devices:
-            raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of num_devices ({num_devices})")
+            raise ConfigError(f"batch_size ({batch_size}) must be a positive multiple of num_devices ({num_devices})")
         if not graphs:
-            raise ValueError("BatchLoader needs at least one graph")
+            raise DataError("BatchLoader needs at least one graph")
         if budget is not None and budget < 1.0:
-            raise ValueError(f"budget must be >= 1 (a multiple of the mean batch), got {budget}")
+            raise ConfigError(f"budget must be >= 1 (a multiple of the mean batch), got {budget}")
         self.graphs = list(graphs)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -405,7 +392,7 @@ class BatchLoader:
         largest_e: dict[int, int] = {}
         for epoch in range(n_epochs):
             for indices in self.batch_indices(epoch):
-                n, e = pad_sizes(*self._real_sizes(self._device_parts(indices)), self.steps_per_octave)
+                n, e = padded_sizes(*self._real_sizes(self._device_parts(indices)), self.steps_per_octave)
                 largest_e[n] = max(largest_e.get(n, 0), e)
         return sorted(largest_e.items())
 
@@ -417,7 +404,7 @@ class BatchLoader:
         for n_node, n_edge in self.shape_menu:  # sorted by N, so the first fit is the smallest
             if n_node >= n + 1 and n_edge >= e:
                 return n_node, n_edge, self.n_graph
-        return (*pad_sizes(n, e, self.steps_per_octave), self.n_graph)
+        return (*padded_sizes(n, e, self.steps_per_octave), self.n_graph)
 
     def make_batch(self, indices: np.ndarray) -> GraphBatch:
         """The padded batch of these graphs (shape menu) or of these device parts (budget)."""
@@ -446,10 +433,6 @@ class BatchLoader:
     def distinct_shapes(self, epochs: Iterable[int] = (0,)) -> set[tuple[int, int, int]]:
         """Distinct batch shapes (one jit compilation each) over the given epochs."""
         return {shape for e in epochs for shape in self.epoch_shapes(e)}
-
-    def estimate_bucket_count(self, n_epochs: int = 10) -> int:
-        """Number of distinct padded shapes (compilations) over the first n_epochs epochs."""
-        return len(self.distinct_shapes(range(n_epochs)))
 
 
 def merge_shape_menu(menu: list[tuple[int, int]], max_shapes: int) -> list[tuple[int, int]]:

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from facet.errors import BridgeError
+
 __all__ = ["ModelHandle", "load", "make_runner", "describe_exception", "PYTHON_SPEC_PREFIX"]
 
 PYTHON_SPEC_PREFIX = "python:"
@@ -53,9 +55,6 @@ _DTYPES = ("float32", "float64")
 _CACHE_SIZE = 4
 _cache: "OrderedDict[tuple, Any]" = OrderedDict()
 
-
-class BridgeError(Exception):
-    """A problem with the model spec or the runner, with a user-facing message."""
 
 
 def _load_factory(spec: str):

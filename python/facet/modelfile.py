@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from facet.errors import ModelFileError
+from facet.files import atomic_write
 
 MAGIC = b"FACETMD\0"
 FORMAT_VERSION = 1
@@ -57,9 +58,6 @@ REQUIRED_KEYS = (
 
 _EXPORT_HINT = "Export a model with `python -m facet.export CHECKPOINT -o model.hlo`."
 
-
-class ModelFileError(ValueError):
-    """A Facet model file cannot be used; the message names the file and the fix."""
 
 
 # ----------------------------------------------------------------------------
@@ -167,28 +165,6 @@ def build_file_bytes(header: dict[str, Any], payload: bytes) -> bytes:
     return preamble + header_bytes + payload
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the usual permissions (respecting umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def save_model_file(path, exported, header: dict[str, Any]) -> dict[str, Any]:
     """Write ``exported`` (a ``jax.export.Exported``) and ``header`` to ``path``.
 
@@ -214,7 +190,7 @@ def save_model_file(path, exported, header: dict[str, Any]) -> dict[str, Any]:
         )
     payload = serialize_program(exported)
     data = build_file_bytes(header, payload)
-    _atomic_write(Path(path), data)
+    atomic_write(Path(path), data)
     header["format_version"] = FORMAT_VERSION
     header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
     header["payload_bytes"] = len(payload)

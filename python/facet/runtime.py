@@ -1,6 +1,6 @@
-"""Run an exported Facet model from numpy: padding to shape buckets, dtype
-casting, compilation bookkeeping, and the force/virial assembly of
-``export/README.md``.
+"""Run an exported Facet model from numpy: padding to shape buckets (the ladder of
+``facet.buckets``), dtype casting, one compilation per bucket (cached on disk by
+``facet.compilation_cache``), and the force/virial assembly of ``export/README.md``.
 
 This module is what every Python-side runtime uses (the ASE calculator and
 the LAMMPS pair style's embedded interpreter), so it imports only numpy at
@@ -9,196 +9,15 @@ module level; jax is imported when a ModelRunner is created.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from facet.buckets import ladder_ceil
+from facet.buckets import DEFAULT_BUCKETS, next_rung, padded_sizes
+from facet.compilation_cache import cache_scope, compilation_cache_dir
 from facet.modelfile import load_model_file
-
-# Default shape-bucket policy (see export/README.md, "Shape policy").  An
-# exported file records the policy it was exported with under
-# header["shape_policy"]["buckets"]; runtimes read it from there.
-DEFAULT_BUCKETS: dict[str, Any] = {
-    "steps_per_octave": 4,
-    "min_atoms": 8,
-    "min_edges": 64,
-}
-
-_CACHE_ENV = "FACET_CACHE_DIR"
-
-
-# ----------------------------------------------------------------------------
-# shape buckets
-
-
-def next_rung(x: int, steps_per_octave: int = 4) -> int:
-    """The rung after ``x`` (``x`` itself a rung)."""
-    return ladder_ceil(int(x) + 1, steps_per_octave)
-
-
-def padded_sizes(n_atoms: int, n_edges: int, policy: dict[str, Any] | None = None) -> tuple[int, int]:
-    """(padded atoms, padded edges): ladder rungs, plus one padding atom.
-
-    The padding atom is added after rounding (rung + 1) so that the usual
-    supercell sizes (8, 64, 512 atoms: rungs themselves) waste nothing.
-    """
-    p = DEFAULT_BUCKETS if policy is None else policy
-    s = p["steps_per_octave"]
-    return ladder_ceil(n_atoms, s, p["min_atoms"]) + 1, ladder_ceil(n_edges, s, p["min_edges"])
-
-
-# ----------------------------------------------------------------------------
-# persistent compilation cache
-
-
-def _host_fingerprint() -> str:
-    """A short hash of this host's CPU model and features and of the jaxlib version.
-
-    Compiled CPU executables are specific to the instruction set they were
-    compiled for; keying the cache directory by it keeps hosts with different
-    CPUs that share a home directory from loading each other's executables.
-    """
-    import hashlib
-    import platform
-
-    parts = [platform.machine(), platform.processor()]
-    try:
-        import jaxlib
-
-        parts.append(getattr(jaxlib, "__version__", ""))
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            seen = set()
-            for line in fh:
-                key = line.split(":", 1)[0].strip()
-                if key in ("model name", "flags", "Features", "CPU part") and key not in seen:
-                    seen.add(key)
-                    parts.append(line.strip())
-    except OSError:
-        pass
-    return f"{platform.machine() or 'cpu'}-{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:12]}"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "facet" / "jax"
-
-
-def compilation_cache_dir() -> str | None:
-    """The directory Facet's compilations are cached in, or None when disabled.
-
-    ``$FACET_CACHE_DIR`` overrides the default (``$XDG_CACHE_HOME/facet/jax``,
-    i.e. ``~/.cache/facet/jax``); an empty value, ``0`` or ``off`` disables
-    caching.  Entries go to a per-host subdirectory (CPU model, features and
-    jaxlib version).  A cache directory the user already gave jax
-    (``jax_compilation_cache_dir``) is used as is.
-    """
-    import jax
-
-    current = jax.config.jax_compilation_cache_dir
-    if current:
-        return current
-    env = os.environ.get(_CACHE_ENV)
-    if env is not None and env.strip().lower() in ("", "0", "off", "none", "false"):
-        return None
-    path = (Path(env).expanduser() if env else default_cache_dir()) / _host_fingerprint()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return str(path)
-
-
-# XLA:CPU logs two very long ERROR lines whenever it loads a cached executable on
-# hosts where LLVM adds the tuning pseudo-features +prefer-no-gather/-scatter:
-# they are not ISA features, the host check cannot see them, and the message is
-# a false alarm (the cache directory is already keyed by the host's CPU).
-_FALSE_ALARM = re.compile(
-    rb"cpu_aot_loader.*Target machine feature \+prefer-no-(gather|scatter) is not +supported"
-)
-
-
-@contextlib.contextmanager
-def _filtered_stderr(pattern: re.Pattern):
-    """Forward file descriptor 2 line by line, dropping lines matching ``pattern``."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        read_end, write_end = os.pipe()
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-
-    def pump():
-        buf = b""
-        with os.fdopen(read_end, "rb", buffering=0) as src:
-            while True:
-                chunk = src.read(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                out = b"".join(l + b"\n" for l in lines if not pattern.search(l))
-                if out:
-                    os.write(saved, out)
-        if buf and not pattern.search(buf):
-            os.write(saved, buf)
-
-    thread = threading.Thread(target=pump, name="facet-stderr-filter", daemon=True)
-    thread.start()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    try:
-        yield
-    finally:
-        try:
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees EOF
-        thread.join(timeout=5.0)
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def _cache_scope(path: str | None):
-    """Use jax's persistent compilation cache at ``path`` for the compilations inside.
-
-    The settings are restored afterwards, so the caller's own jax programs are
-    not cached in Facet's directory.  Does nothing when ``path`` is None or
-    the user has configured a cache directory of their own.
-    """
-    import jax
-
-    if path is None or jax.config.jax_compilation_cache_dir:
-        yield
-        return
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    saved = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    try:
-        with _filtered_stderr(_FALSE_ALARM):
-            yield
-    finally:
-        for n, v in saved.items():
-            jax.config.update(n, v)
-
 
 # ----------------------------------------------------------------------------
 # the runner
@@ -275,8 +94,8 @@ class ModelRunner:
         """The (padded atoms, padded edges) shapes compiled so far."""
         return list(self._executables)
 
-    def padded_sizes(self, n_atoms: int, n_edges: int) -> tuple[int, int]:
-        """The bucket a system of this size runs in.
+    def bucket_for(self, n_atoms: int, n_edges: int) -> tuple[int, int]:
+        """The (padded atoms, padded edges) bucket a system of this size runs in.
 
         Its ladder bucket if already compiled; otherwise the smallest compiled
         bucket that fits and is at most one rung larger in each dimension;
@@ -284,7 +103,7 @@ class ModelRunner:
         count wandering across a rung thus compiles at most the two buckets
         around it, and only the larger one if it started above the rung.
         """
-        n_pad, e_pad = padded_sizes(n_atoms, n_edges, self.buckets)
+        n_pad, e_pad = padded_sizes(n_atoms, n_edges, **self.buckets)
         if (n_pad, e_pad) in self._executables or not self._executables:
             return n_pad, e_pad
         s = self.buckets["steps_per_octave"]
@@ -323,7 +142,7 @@ class ModelRunner:
                 jax.ShapeDtypeStruct((n_pad,), dt),
             )
             t0 = time.perf_counter()
-            with _cache_scope(self.cache_dir), jax.enable_x64(self._x64):
+            with cache_scope(self.cache_dir), jax.enable_x64(self._x64):
                 exe = self._jitted.lower(*specs).compile()
             self.compile_seconds += time.perf_counter() - t0
             self.num_compilations += 1
@@ -332,7 +151,7 @@ class ModelRunner:
 
     def precompile(self, n_atoms: int, n_edges: int) -> tuple[int, int]:
         """Compile the bucket for a system of this size now; returns the bucket."""
-        n_pad, e_pad = self.padded_sizes(n_atoms, n_edges)
+        n_pad, e_pad = self.bucket_for(n_atoms, n_edges)
         self._executable(n_pad, e_pad)
         return n_pad, e_pad
 
@@ -372,7 +191,7 @@ class ModelRunner:
             self._check(edge_vectors, senders, receivers, species, energy_mask)
         n_atoms = species.shape[0]
         n_edges = edge_vectors.shape[0]
-        n_pad, e_pad = self.padded_sizes(n_atoms, n_edges)
+        n_pad, e_pad = self.bucket_for(n_atoms, n_edges)
         dt = self._np_dtype
 
         ev = np.empty((e_pad, 3), dtype=dt)

@@ -29,7 +29,8 @@ def _coefficients(ir_in: str, irreps_sh: str, filter_ir_out: tuple[str, ...]):
     ir = e3nn.Irrep(ir_in)
     sh = e3nn.Irreps(irreps_sh)
     with jax.ensure_compile_time_eval(), jax.enable_x64(True):
-        x = e3nn.IrrepsArray(e3nn.Irreps([(1, ir)]), np.broadcast_to(np.eye(ir.dim)[:, None, :], (ir.dim, sh.dim, ir.dim)))
+        x = e3nn.IrrepsArray(e3nn.Irreps([(1, ir)]),
+                             np.broadcast_to(np.eye(ir.dim)[:, None, :], (ir.dim, sh.dim, ir.dim)))
         y = e3nn.IrrepsArray(sh, np.broadcast_to(np.eye(sh.dim)[None], (ir.dim, sh.dim, sh.dim)))
         out = e3nn.tensor_product(x, y, filter_ir_out=list(filter_ir_out))
         coeffs = np.asarray(out.array, dtype=np.float64)

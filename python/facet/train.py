@@ -16,16 +16,39 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-# Wall-clock origin for metrics: "wall_s" counts from process start (data
-# loading, graph building and compilation included), "time_s" from the first step.
-PROCESS_START = time.time()
+from facet import losses
+from facet.errors import ConfigError, FacetError, exit_with
+
+if TYPE_CHECKING:
+    import optax
+
+def process_start_time() -> float:
+    """When this process was launched (time.time() scale), so that imports count too; from
+    /proc on Linux, else the time this module was imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = float(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age if 0.0 <= age < 3600.0 else time.time()
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+# Wall-clock origin: a command-line run's budget and its metrics' "time_s" and "wall_s" count
+# from process launch (imports, data loading, graph building and compilation included);
+# "time_s" also adds the earlier sessions of a resumed run.
+PROCESS_START = process_start_time()
 
 
 def parse_args(argv=None):
@@ -37,7 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set batch_size=16 --set model.hidden_irreps=32x0e+16x1o")
     p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-time", type=float, metavar="MINUTES")
+    p.add_argument("--max-time", type=float, metavar="MINUTES",
+                   help="wall-clock budget counted from launch: start-up, data, compilation and the final "
+                        "validation all fit inside it")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="fine-tune from the parameters of an earlier checkpoint")
     p.add_argument("--split-indices", metavar="FILE", help="use a stored train/valid/test split (JSON index file)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -46,89 +71,6 @@ def parse_args(argv=None):
     if not args.print_config and (not args.data or not args.out):
         p.error("--data and --out are required")
     return args
-
-
-# ---------------------------------------------------------------------------
-# Loss and metrics (pure jax)
-# ---------------------------------------------------------------------------
-
-
-def predict(module, params, batch, graph_cutoff: float):
-    """Energies (G,), forces (N,3), stress (G,3,3) of a padded GraphBatch."""
-    import jax
-    import jax.numpy as jnp
-
-    from facet import model
-
-    num_nodes = batch.species.shape[0]
-    num_graphs = batch.cell.shape[0]
-    edge_graph = batch.node_graph[batch.receivers]
-    vectors = (batch.positions[batch.senders] - batch.positions[batch.receivers]
-               + jnp.einsum("ei,eij->ej", batch.edge_shifts, batch.cell[edge_graph]))
-    # Padding edges get a vector beyond the cutoff: the envelope zeroes them exactly.
-    far = jnp.asarray([2.0 * graph_cutoff, 0.0, 0.0], vectors.dtype)
-    vectors = jnp.where(batch.edge_mask[:, None], vectors, far)
-    mask = batch.node_mask.astype(vectors.dtype)
-    atom_energies, grads = model.energy_and_edge_gradients(
-        module, params, vectors, batch.senders, batch.receivers, batch.species, mask)
-    energy = jax.ops.segment_sum(atom_energies * mask, batch.node_graph, num_graphs)
-    forces = (jax.ops.segment_sum(grads, batch.receivers, num_nodes)
-              - jax.ops.segment_sum(grads, batch.senders, num_nodes))
-    edge_virial = -jnp.einsum("ei,ej->eij", vectors, grads)
-    virial = jax.ops.segment_sum(edge_virial, edge_graph, num_graphs)
-    volume = jnp.abs(jnp.linalg.det(batch.cell))
-    stress = -virial / jnp.where(volume > 0, volume, 1.0)[:, None, None]
-    return energy, forces, stress
-
-
-def error_sums(module, params, batch, cfg):
-    """Sums of squared and absolute errors with their counts, so that losses and
-    MAEs combine exactly over devices and batches (no mean of means)."""
-    import jax.numpy as jnp
-    import optax
-
-    energy, forces, stress = predict(module, params, batch, cfg.model.graph_cutoff)
-    gmask = batch.graph_mask.astype(energy.dtype)
-    n_atoms = jnp.maximum(batch.n_atoms, 1).astype(energy.dtype)
-    de = (energy - batch.energy) / n_atoms * gmask
-    atom_mask = (batch.node_mask & batch.has_forces[batch.node_graph]).astype(energy.dtype)
-    fmask = atom_mask[:, None]
-    df = (forces - batch.forces) * fmask
-    smask = (batch.graph_mask & batch.has_stress).astype(energy.dtype)[:, None, None]
-    ds = (stress - batch.stress) * smask
-    # Each atom's force-error norm, with a safe gradient at zero error (masked atoms).
-    df_sq = jnp.sum(df**2, axis=-1)
-    df_norm = jnp.where(df_sq > 0, jnp.sqrt(jnp.where(df_sq > 0, df_sq, 1.0)), 0.0)
-    huber = lambda x: jnp.sum(optax.huber_loss(x, delta=cfg.huber_delta))  # noqa: E731
-    return {
-        "e_sq": jnp.sum(de**2), "e_abs": jnp.sum(jnp.abs(de)), "e_huber": huber(de), "e_n": jnp.sum(gmask),
-        "f_sq": jnp.sum(df**2), "f_abs": jnp.sum(jnp.abs(df)), "f_huber": huber(df), "f_n": 3 * jnp.sum(fmask),
-        "f_norm": jnp.sum(df_norm), "f_atoms": jnp.sum(atom_mask),
-        "s_sq": jnp.sum(ds**2), "s_abs": jnp.sum(jnp.abs(ds)), "s_huber": huber(ds), "s_n": 9 * jnp.sum(smask),
-    }
-
-
-def loss_from_sums(sums, cfg, energy_weight=None):
-    """The configured loss from error sums; energy_weight (may be traced) overrides
-    cfg.energy_weight, for the final energy-weighted stage."""
-    import jax.numpy as jnp
-
-    kind = {"mse": "sq", "mae": "abs", "l2mae": "abs", "huber": "huber"}[cfg.loss]
-
-    def mean(key, kind=kind, count="n"):
-        return sums[f"{key}_{kind}"] / jnp.maximum(sums[f"{key}_{count}"], 1.0)
-
-    force = mean("f", "norm", "atoms") if cfg.loss == "l2mae" else mean("f")
-    energy_weight = cfg.energy_weight if energy_weight is None else energy_weight
-    return energy_weight * mean("e") + cfg.force_weight * force + cfg.stress_weight * mean("s")
-
-
-def stacked_sums(module, params, stacked_batch, cfg):
-    """Error sums over a (devices, ...) stack of batches, summed over the stack."""
-    import jax
-
-    per_device = jax.vmap(lambda b: error_sums(module, params, b, cfg))(stacked_batch)
-    return jax.tree.map(lambda x: x.sum(axis=0), per_device)
 
 
 # ---------------------------------------------------------------------------
@@ -235,8 +177,8 @@ def train_step(module, optimizer, cfg, params, opt_state, batch, lr_scale, energ
     import optax
 
     def loss_fn(p):
-        sums = stacked_sums(module, p, batch, cfg)
-        return loss_from_sums(sums, cfg, energy_weight), sums
+        sums = losses.stacked_sums(module, p, batch, cfg.model.graph_cutoff, cfg.huber_delta)
+        return losses.loss_from_sums(sums, cfg, energy_weight), sums
 
     (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     opt_state = set_learning_rate(opt_state, lr_scale)
@@ -315,7 +257,8 @@ def prepare_data(paths, cfg, split_indices=None, elements=None, log=print) -> Da
     log(f"data: {len(structures)} structures from {', '.join(map(str, paths))}; outlier filter "
         f"(energy/atom > {cfg.max_energy_per_atom} eV, |force| > {cfg.max_abs_force} eV/Å) removed {len(removed)}")
     if not kept:
-        raise fdata.DataError("every structure was removed by the outlier filter; loosen max_abs_force / max_energy_per_atom")
+        raise fdata.DataError("every structure was removed by the outlier filter; "
+                              "loosen max_abs_force / max_energy_per_atom")
     data_elements = tuple(fdata.element_list(kept))
     if elements is None:
         elements = data_elements
@@ -365,7 +308,7 @@ class Trainer:
         devices = jax.local_devices()
         num_devices = cfg.num_devices or len(devices)
         if cfg.batch_size % num_devices:
-            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {num_devices} devices")
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {num_devices} devices")
         self.num_devices = num_devices
         self.mesh = Mesh(np.array(devices[:num_devices]), ("data",))
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
@@ -379,7 +322,8 @@ class Trainer:
             params = model.init(self.module, jax.random.key(cfg.seed))
             shift, scale = fit_readout(data.train, data.elements)
             params = model.set_readout(params, shift, scale)
-            log(f"readout init: species shifts {dict(zip(data.elements, np.round(shift, 4)))} eV, global scale {scale:.4f}")
+            log(f"readout init: species shifts {dict(zip(data.elements, np.round(shift, 4)))} eV, "
+                f"global scale {scale:.4f}")
         else:
             params = init_params
         self.num_params = model.count_parameters(params)
@@ -401,13 +345,15 @@ class Trainer:
         self.step = 0
         self.best = math.inf
         self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
+        self.validation_s = 0.0  # duration of the last validation pass: reserved at the end of a timed run
         self._compile_shapes = set()
 
         module = self.module
         self._update = make_train_step(module, self.optimizer, cfg)
-        self._eval = jax.jit(lambda p, b: stacked_sums(module, p, b, cfg))
+        self._eval = jax.jit(lambda p, b: losses.stacked_sums(module, p, b, cfg.model.graph_cutoff, cfg.huber_delta))
         self._ema = jax.jit(lambda e, p, d: jax.tree.map(lambda a, b: d * a + (1 - d) * b, e, p))
-        self._predict = jax.jit(jax.vmap(lambda p, b: predict(module, p, b, cfg.model.graph_cutoff), in_axes=(None, 0)))
+        self._predict = jax.jit(jax.vmap(lambda p, b: losses.predict(module, p, b, cfg.model.graph_cutoff),
+                                         in_axes=(None, 0)))
 
     def ema_decay(self) -> float:
         """The configured decay, warmed up as (1+n)/(10+n) over the first EMA updates,
@@ -432,7 +378,7 @@ class Trainer:
         inner = self.params["params"]
         scales = {name: float(np.linalg.norm(np.asarray(block["norm"]["layer_scale"])))
                   for name, block in inner.items() if name.endswith("_residual")}
-        return {"step_size": step_size, "r_max": model.trained_cutoff(self.params, self.cfg.model),
+        return {"step_size": step_size, "r_max": model.cutoff(self.params, self.cfg.model),
                 "layer_scale_norms": scales}
 
     def update_ema(self):
@@ -463,7 +409,8 @@ class Trainer:
         payload = checkpoint.load(path)
         self.params = jax.device_put(payload["params"], self.replicated)
         self.ema_params = jax.device_put(payload["ema_params"], self.replicated)
-        self.opt_state = jax.device_put(checkpoint.restore_opt_state(self.opt_state, payload["opt_state"]), self.replicated)
+        self.opt_state = jax.device_put(checkpoint.restore_opt_state(self.opt_state, payload["opt_state"]),
+                                        self.replicated)
         self.step = payload["step"]
         self.best = payload["info"].get("best_valid", math.inf)
         self.elapsed_before = payload["info"].get("elapsed_s", 0.0)
@@ -480,7 +427,7 @@ class Trainer:
         for batch in loader.epoch(0):
             sums = jax.device_get(self._eval(params, self._put(batch)))
             total = sums if total is None else {k: total[k] + sums[k] for k in total}
-        return metrics_from_sums(total)
+        return losses.metrics_from_sums(total)
 
     def _put(self, batch):
         """Stack to (devices, ...), cast floats to the model dtype, shard over devices."""
@@ -494,13 +441,16 @@ class Trainer:
         return jax.device_put(batch, self.batch_sharding)
 
     # -- main loop -------------------------------------------------------------
-    def run(self, max_steps: int, max_minutes: float = 0.0):
+    def run(self, max_steps: int, max_minutes: float = 0.0, started_at: float | None = None):
+        """Train until max_steps or max_minutes. The clock starts at started_at (the CLI passes
+        its launch time, so start-up and data loading count) and the run stops early enough for
+        the final validation, timed from the last one, to end within the budget."""
         import jax
         from tqdm import tqdm
 
         cfg = self.cfg
         metrics_path = self.out / "metrics.jsonl"
-        self._t0 = time.time()
+        self._t0 = time.time() if started_at is None else started_at
         last_ckpt = last_eval = time.time()
         bad_in_a_row = 0
         # A time-limited run shows progress in seconds of its budget, else in steps.
@@ -512,9 +462,12 @@ class Trainer:
         atoms_seen = structures_seen = 0
         window_t0 = time.time()
 
+        def training_seconds():  # the budget less the final validation's expected duration
+            return max(60 * max_minutes - self.validation_s, 1.0)
+
         def progress_fraction():
             by_steps = self.step / max(max_steps, 1)
-            by_time = self.elapsed() / (60 * max_minutes) if max_minutes else 0.0
+            by_time = self.elapsed() / training_seconds() if max_minutes else 0.0
             return min(max(by_steps, by_time), 1.0)
 
         epoch, skip = self.train_loader.locate(self.step)  # a resumed run continues mid-epoch
@@ -557,7 +510,7 @@ class Trainer:
                 atoms_seen += int(np.sum(batch.node_mask))
                 structures_seen += int(np.sum(batch.graph_mask))
                 if self.step % cfg.log_every == 0:
-                    m = metrics_from_sums(jax.device_get(sums))
+                    m = losses.metrics_from_sums(jax.device_get(sums))
                     dt = time.time() - window_t0
                     rec = {"step": self.step, "time_s": round(self.elapsed(), 2), "loss": float(loss),
                            "lr_scale": lr, "train_energy_mae_mev_atom": m["energy_mae_mev_atom"],
@@ -585,7 +538,7 @@ class Trainer:
                 if self.step >= max_steps:
                     done = True
                     break
-                if max_minutes and self.elapsed() >= 60 * max_minutes:
+                if max_minutes and self.elapsed() >= training_seconds():
                     done, stop_reason = True, "time limit"
                     break
             epoch += 1
@@ -600,7 +553,9 @@ class Trainer:
                  f"{len(self._compile_shapes)} distinct batch shapes (train and evaluation, one compilation each)")
 
     def validate(self, metrics_path):
+        t0 = time.time()
         m = self.evaluate(self.valid_loader)
+        self.validation_s = time.time() - t0
         score = m["energy_mae_mev_atom"] + m["force_mae_mev_A"] + (m["stress_mae_mev_A3"] or 0.0)
         rec = {"step": self.step, "time_s": round(self.elapsed(), 2), "wall_s": round(time.time() - PROCESS_START, 2),
                "epoch": round(self.step / max(len(self.train_loader), 1), 3),
@@ -616,21 +571,6 @@ class Trainer:
             msg += " (best)"
         self.log(msg)
         return m
-
-
-def metrics_from_sums(s) -> dict:
-    s = {k: float(v) for k, v in s.items()}
-
-    def mae(key, factor):
-        return s[f"{key}_abs"] / s[f"{key}_n"] * factor if s[f"{key}_n"] > 0 else None
-
-    return {
-        "energy_mae_mev_atom": mae("e", 1000.0),
-        "energy_rmse_mev_atom": math.sqrt(s["e_sq"] / s["e_n"]) * 1000 if s["e_n"] else None,
-        "force_mae_mev_A": mae("f", 1000.0),
-        "force_rmse_mev_A": math.sqrt(s["f_sq"] / s["f_n"]) * 1000 if s["f_n"] else None,
-        "stress_mae_mev_A3": mae("s", 1000.0),
-    }
 
 
 def append_jsonl(path: Path, record: dict):
@@ -722,9 +662,8 @@ def main(argv=None) -> int:
         return 0
     try:
         return run(cfg, args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (FacetError, FileNotFoundError) as err:
+        return exit_with(err)
 
 
 def run(cfg, args) -> int:
@@ -761,7 +700,7 @@ def run(cfg, args) -> int:
     if trainer.step >= cfg.max_steps or (cfg.max_time_minutes and trainer.elapsed() >= 60 * cfg.max_time_minutes):
         print(f"run already complete at step {trainer.step}")
     else:
-        trainer.run(cfg.max_steps, cfg.max_time_minutes)
+        trainer.run(cfg.max_steps, cfg.max_time_minutes, started_at=PROCESS_START)
     plot_curves(out / "metrics.jsonl", out / "training_curves.png")
     summary = {"step": trainer.step, "num_params": trainer.num_params, "devices": jax.local_device_count(),
                "valid": trainer.evaluate(trainer.valid_loader)}

@@ -1,4 +1,4 @@
-"""facet.sevennet (the JAX port of SevenNet-0) against the original sevenn/torch model.
+"""facet_sevennet (the JAX port of SevenNet-0) against the original sevenn/torch model.
 
 These tests need torch and sevenn, which the project's .venv does not have: run
 them in the peer environment with ``make test-peers``
@@ -26,9 +26,9 @@ from ase import Atoms  # noqa: E402
 from ase.build import bulk, molecule  # noqa: E402
 from ase.spacegroup import crystal  # noqa: E402
 
-from facet import sevennet  # noqa: E402
-from facet.sevennet import export as sn_export  # noqa: E402
-from facet.sevennet import model as sn_model  # noqa: E402
+import facet_sevennet as sevennet  # noqa: E402
+from facet_sevennet import export as sn_export  # noqa: E402
+from facet_sevennet import model as sn_model  # noqa: E402
 
 torch.set_num_threads(1)
 TOL = 1e-5  # the issue's bound: max relative error against sevenn (float32 torch)
@@ -135,7 +135,7 @@ def relative_errors(ours, ref) -> dict[str, float]:
 def test_activation_constant_is_e3nn_normalize2mom():
     from e3nn.math import normalize2mom
 
-    from facet.sevennet.convert import activation_constant
+    from facet_sevennet.convert import activation_constant
 
     assert activation_constant("silu") == normalize2mom(torch.nn.functional.silu).cst
 
@@ -221,7 +221,7 @@ def test_exported_model_file_runs_in_ase(converted, sevenn_calc, tmp_path):
 
 
 def test_exported_model_file_runs_in_lammps(converted, sevenn_calc, tmp_path):
-    from test_lammps_support import lammps_eval, plugin_path
+    from lammps_support import lammps_eval, plugin_path
 
     plugin_path()  # skips when the LAMMPS plugin is not built
     config, params, info = converted
@@ -243,8 +243,8 @@ def test_import_does_not_need_torch():
         "        if name.split('.')[0] == 'torch':\n"
         "            raise ImportError('torch is blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import facet.sevennet, facet.sevennet.model, facet.sevennet.export, facet.sevennet.streamline\n"
-        "import facet.sevennet.__main__\n"
+        "import facet_sevennet, facet_sevennet.model, facet_sevennet.export, facet_sevennet.streamline\n"
+        "import facet_sevennet.__main__\n"
         "assert 'torch' not in sys.modules\n"
     )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -256,7 +256,7 @@ def test_import_does_not_need_torch():
 
 @pytest.fixture(scope="module")
 def streamlined(converted):
-    from facet.sevennet.streamline import streamline
+    from facet_sevennet.streamline import streamline
 
     config, params, _ = converted
     radii = tuple(float(r) for r in np.arange(0.25, 5.26, 0.25))
@@ -279,7 +279,7 @@ def test_streamline_parameters_and_fit(converted, streamlined):
     w2 = params["params"]["readout_2"].astype(np.float64)
     np.testing.assert_allclose(feat @ s_params["params"]["readout"], feat @ w1 @ w2 / np.sqrt(128 * 64), rtol=1e-5)
     # at r_max = 5 A the streamlined model divides by k(5)^0.7 and its filters carry k(5)^0.7 / D
-    assert sn_model.cutoff_of(s_config, s_params) == pytest.approx(5.0, abs=1e-5)
+    assert sn_model.cutoff(s_params, s_config) == pytest.approx(5.0, abs=1e-5)
 
 
 def test_streamlined_close_to_original(converted, streamlined, jax_calc):
@@ -295,8 +295,9 @@ def test_streamlined_close_to_original(converted, streamlined, jax_calc):
 
 
 def test_streamlined_model_file_in_ase_and_lammps(streamlined, tmp_path):
+    from lammps_support import lammps_eval, plugin_path
+
     from facet.calculator import FacetCalculator
-    from test_lammps_support import lammps_eval, plugin_path
 
     s_config, s_params, _ = streamlined
     path = tmp_path / "streamlined.hlo"

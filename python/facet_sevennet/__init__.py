@@ -1,21 +1,21 @@
 """SevenNet-0 in JAX, and its streamlined variant (issue #6).
 
-    from facet import sevennet
+    import facet_sevennet as sevennet
     config, params, info = sevennet.read_checkpoint()      # needs torch (reads the .pth)
     sevennet.save("sevennet0.npz", config, params, info)    # then no torch is needed
     config, params, info = sevennet.load("sevennet0.npz")
     module = sevennet.SevenNet(config)                       # same call as facet.model.Facet
 
-Command line: ``python -m facet.sevennet {convert,streamline,export} ...``
-(see ``python -m facet.sevennet --help``).  Only ``read_checkpoint`` imports
+Command line: ``python -m facet_sevennet {convert,streamline,export} ...``
+(see ``python -m facet_sevennet --help``).  Only ``read_checkpoint`` imports
 torch.
 """
 
-from facet.sevennet.model import (  # noqa: F401
+from facet_sevennet.model import (  # noqa: F401
     SevenNet,
     SevenNetConfig,
     count_parameters,
-    cutoff_of,
+    cutoff,
     init,
     load,
     save,
@@ -24,6 +24,6 @@ from facet.sevennet.model import (  # noqa: F401
 
 def read_checkpoint(path=None):
     """(config, params, info) of a SevenNet checkpoint; default SevenNet-0 from the sevenn wheel. Needs torch."""
-    from facet.sevennet.convert import read_checkpoint as _read
+    from facet_sevennet.convert import read_checkpoint as _read
 
     return _read(path)

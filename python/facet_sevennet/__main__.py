@@ -1,9 +1,9 @@
-"""Command line of facet.sevennet.
+"""Command line of facet_sevennet.
 
-    python -m facet.sevennet convert [CHECKPOINT.pth] -o sevennet0.npz      (needs torch)
-    python -m facet.sevennet streamline [--model sevennet0.npz] [--data DIR] [--out DIR] ...
-    python -m facet.sevennet estimate-p [--model sevennet0.npz] [--data DIR] ...
-    python -m facet.sevennet export MODEL.npz -o model.hlo [--dtype float64]
+    python -m facet_sevennet convert [CHECKPOINT.pth] -o sevennet0.npz      (needs torch)
+    python -m facet_sevennet streamline [--model sevennet0.npz] [--data DIR] [--out DIR] ...
+    python -m facet_sevennet estimate-p [--model sevennet0.npz] [--data DIR] ...
+    python -m facet_sevennet export MODEL.npz -o model.hlo [--dtype float64]
 
 Without ``--model`` the SevenNet-0 checkpoint of the installed sevenn wheel is
 read (which needs torch).  ``--data`` is a directory with ``train.extxyz`` and
@@ -23,7 +23,7 @@ import numpy as np
 
 
 def _load_model(args):
-    from facet import sevennet
+    import facet_sevennet as sevennet
 
     if getattr(args, "model", None):
         return sevennet.load(args.model)
@@ -32,9 +32,9 @@ def _load_model(args):
 
 def _loader(structures, config, batch_size, shuffle, max_shapes=None):
     from facet.graph import BatchLoader, build_graphs, species_index
-    from facet.sevennet.streamline import graph_cutoff_of
+    from facet_sevennet.model import graph_cutoff
 
-    graphs = build_graphs(structures, graph_cutoff_of(config), species_index(config.elements))
+    graphs = build_graphs(structures, graph_cutoff(config), species_index(config.elements))
     return BatchLoader(graphs, batch_size, shuffle=shuffle, max_shapes=max_shapes), graphs
 
 
@@ -53,8 +53,8 @@ def _metrics(m: dict) -> dict:
 
 def run_streamline(args, log=print) -> dict:
     """Fit, count, evaluate, fine-tune; writes the models and a JSON summary to args.out."""
-    from facet import sevennet
-    from facet.sevennet import streamline as sl
+    import facet_sevennet as sevennet
+    from facet_sevennet import streamline as sl
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def run_streamline(args, log=print) -> dict:
                 "force_weight": args.force_weight, "history": res.history,
             }
             if name == "streamlined":
-                summary["r_max_after_finetune"] = sevennet.cutoff_of(cfg, res.params)
+                summary["r_max_after_finetune"] = sevennet.cutoff(res.params, cfg)
     summary["test"] = {k: _metrics(v) for k, v in results.items()}
     summary["test_structures"] = len(test)
     summary["train_structures"] = len(train)
@@ -140,7 +140,7 @@ def run_streamline(args, log=print) -> dict:
 
 
 def run_estimate_p(args, log=print) -> dict:
-    from facet.sevennet import streamline as sl
+    from facet_sevennet import streamline as sl
 
     config, params, _ = _load_model(args)
     data = Path(args.data)
@@ -169,7 +169,8 @@ def run_estimate_p(args, log=print) -> dict:
     result["min_k"] = args.min_k
     log("message-sum scaling |m| ~ k^p (scalar channels): "
         + ", ".join(f"layer {t}: {L['scalar']['p']:.3f}" for t, L in enumerate(result["layers"]))
-        + f"; pooled {result['pooled']['p']:.3f} (95% {result['pooled']['ci95'][0]:.3f}-{result['pooled']['ci95'][1]:.3f})")
+        + f"; pooled {result['pooled']['p']:.3f} "
+        f"(95% {result['pooled']['ci95'][0]:.3f}-{result['pooled']['ci95'][1]:.3f})")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
@@ -178,9 +179,9 @@ def run_estimate_p(args, log=print) -> dict:
 
 
 def run_export(args) -> int:
-    from facet import sevennet
+    import facet_sevennet as sevennet
     from facet.export import describe
-    from facet.sevennet.export import export_model
+    from facet_sevennet.export import export_model
 
     config, params, info = sevennet.load(args.model)
     header = export_model(config, params, args.output, dtype=args.dtype, platforms=tuple(args.platforms.split(",")),
@@ -190,7 +191,7 @@ def run_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m facet.sevennet", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m facet_sevennet", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="read a SevenNet .pth checkpoint (torch) into a .npz")
@@ -236,20 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from facet.data import DataError
-    from facet.sevennet.convert import CheckpointError
+    from facet.errors import FacetError, exit_with
 
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
-    except (CheckpointError, DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (FacetError, FileNotFoundError) as e:
+        return exit_with(e)
 
 
 def _main(args) -> int:
     if args.command == "convert":
-        from facet import sevennet
+        import facet_sevennet as sevennet
 
         config, params, info = sevennet.read_checkpoint(args.checkpoint)
         sevennet.save(args.output, config, params, info)

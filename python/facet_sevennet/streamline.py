@@ -11,7 +11,7 @@ Facet's degree normalisation; the message-scaling exponent p; brief fine-tuning.
 * ``message_scaling`` / ``fit_exponent``: how the raw message sums of the
   original model grow with an atom's neighbour count k (|m| ~ k^p).
 * ``finetune`` / ``evaluate``: optax training on Facet's padded batches
-  (``facet.graph.BatchLoader``, ``facet.train.predict``).
+  (``facet.graph.BatchLoader``, ``facet.losses``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facet import losses
 from facet import model as facet_model
-from facet.sevennet.model import SevenNet, SevenNetConfig, bessel, radial_width, xplor_envelope
+from facet_sevennet.model import SevenNet, SevenNetConfig, bessel, graph_cutoff, radial_width, xplor_envelope
 
 # ---------------------------------------------------------------------------
 # Radial filters and their linear fit
@@ -175,19 +177,13 @@ def streamline(
 # ---------------------------------------------------------------------------
 
 
-def graph_cutoff_of(config: SevenNetConfig) -> float:
-    return config.graph_cutoff if config.streamlined else config.cutoff
-
-
 def _predict_fn(config: SevenNetConfig) -> Callable:
-    from facet.train import predict
-
     module = SevenNet(config)
-    cutoff = graph_cutoff_of(config)
+    cutoff = graph_cutoff(config)
 
     @jax.jit
     def fn(params, batch):
-        return predict(module, params, batch, cutoff)[:2]
+        return losses.predict(module, params, batch, cutoff)[:2]
 
     return fn
 
@@ -263,24 +259,17 @@ def finetune(
     decaying linearly to 0 over the time budget (compilations do not count)."""
     import optax
 
-    from facet.train import predict
-
     module = SevenNet(config)
-    cutoff = graph_cutoff_of(config)
+    cutoff = graph_cutoff(config)
     params = facet_model.cast_params(params, "float32")
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
     state = opt.init(params)
 
+    weights = SimpleNamespace(loss="mse", energy_weight=energy_weight, force_weight=force_weight,
+                              stress_weight=0.0)
+
     def loss_fn(p, batch):
-        energy, forces, _ = predict(module, p, batch, cutoff)
-        gmask = batch.graph_mask.astype(energy.dtype)
-        n_atoms = jnp.maximum(batch.n_atoms, 1).astype(energy.dtype)
-        de = (energy - batch.energy) / n_atoms * gmask
-        fmask = batch.node_mask.astype(energy.dtype)[:, None]
-        df = (forces - batch.forces) * fmask
-        e_loss = jnp.sum(de**2) / jnp.maximum(jnp.sum(gmask), 1.0)
-        f_loss = jnp.sum(df**2) / jnp.maximum(3 * jnp.sum(fmask), 1.0)
-        return energy_weight * e_loss + force_weight * f_loss
+        return losses.loss_from_sums(losses.error_sums(module, p, batch, cutoff), weights)
 
     @jax.jit
     def step(p, s, batch, lr):
@@ -334,7 +323,7 @@ def message_scaling(config: SevenNetConfig, params, loader, dtype: str = "float3
     size of one message, rms_e |m_e| (so that it grows as k^1 for equal messages and
     k^0.5 for random signs)."""
     module = SevenNet(config)
-    cutoff = graph_cutoff_of(config)
+    cutoff = graph_cutoff(config)
     cast = facet_model.cast_params(params, dtype)
 
     @jax.jit

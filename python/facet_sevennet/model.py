@@ -46,8 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facet.config import from_dict as config_from_dict
 from facet import model as facet_model
+from facet.config import from_dict as config_from_dict
 
 # ---------------------------------------------------------------------------
 # Configuration
@@ -354,7 +354,7 @@ class SevenNet(nn.Module):
                 msg = jnp.einsum("eui,ej,ijk->euk", x_s, y, cg) * math.sqrt(2 * path.ir_out[0] + 1)
                 pieces.setdefault(path.ir_out, []).append(msg * w[:, :, None])
             agg, sq = {}, {}
-            for mul, l, p in mid_irreps:
+            for _, l, p in mid_irreps:
                 msgs = jnp.concatenate(pieces[(l, p)], axis=1)
                 agg[ir_key(l, p)] = jax.ops.segment_sum(msgs, receivers, n_atoms)
                 if self.is_mutable_collection("intermediates"):
@@ -424,8 +424,8 @@ def count_parameters(params, trainable_only: bool = True) -> int:
                    if not (trainable_only and k in FIXED_PARAMETERS)))
 
 
-def cutoff_of(config: SevenNetConfig, params) -> float:
-    """The radius beyond which every edge contributes exactly zero."""
+def cutoff(params, config: SevenNetConfig) -> float:
+    """The model's cutoff: every edge longer than this contributes exactly zero."""
     if config.streamlined:
         return float(facet_model.r_max_from_raw(params["params"]["r_max_raw"], config.graph_cutoff))
     return float(config.cutoff)
@@ -447,3 +447,8 @@ def load(path) -> tuple[SevenNetConfig, dict, dict]:
         params = {"params": {k.split("/", 1)[1]: np.asarray(z[k]) for k in z.files if k.startswith("params/")}}
         info = json.loads(str(z["info_json"])) if "info_json" in z.files else {}
     return config, params, info
+
+
+def graph_cutoff(config: SevenNetConfig) -> float:
+    """The radius graphs are built to: graph_cutoff once streamlined (r_max trains), else the cutoff."""
+    return config.graph_cutoff if config.streamlined else config.cutoff

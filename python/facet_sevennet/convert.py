@@ -1,8 +1,8 @@
 """Read a SevenNet checkpoint (``.pth``, torch pickle) into a ``SevenNetConfig`` and
-numpy parameters for ``facet.sevennet.model.SevenNet``.
+numpy parameters for ``facet_sevennet.model.SevenNet``.
 
 This is the only place that needs torch; everything else runs from the
-converted ``.npz`` (``facet.sevennet.model.save``/``load``).  Only the
+converted ``.npz`` (``facet_sevennet.model.save``/``load``).  Only the
 architecture SevenNet-0 uses is supported (NequIP interaction, 'linear'
 self-connection, Bessel basis, XPLOR envelope, no biases, linear readout),
 and the converter checks every one of those settings.
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facet.sevennet.model import (
+from facet.errors import CheckpointError
+from facet_sevennet.model import (
     SevenNetConfig,
     clebsch_gordan,
-    conv_paths,
     conv_output_irreps,
+    conv_paths,
     gate_irreps,
     ir_key,
     irreps_list,
@@ -31,9 +32,6 @@ from facet.sevennet.model import (
 
 SEVENNET0_RELATIVE = Path("pretrained_potentials") / "SevenNet_0__11Jul2024" / "checkpoint_sevennet_0.pth"
 
-
-class CheckpointError(ValueError):
-    """A SevenNet checkpoint this port cannot read faithfully."""
 
 
 def sevennet0_checkpoint() -> Path:
@@ -92,8 +90,8 @@ def read_checkpoint(path=None) -> tuple[SevenNetConfig, dict, dict]:
     except ImportError as e:
         raise CheckpointError(
             "reading a SevenNet .pth checkpoint needs torch, which this environment lacks: convert it once "
-            "in the peer environment (`.venv-peers/bin/python -m facet.sevennet convert -o sevennet0.npz`) "
-            "and pass the .npz (`--model sevennet0.npz`, or facet.sevennet.load)") from e
+            "in the peer environment (`.venv-peers/bin/python -m facet_sevennet convert -o sevennet0.npz`) "
+            "and pass the .npz (`--model sevennet0.npz`, or facet_sevennet.load)") from e
 
     path = Path(path) if path is not None else sevennet0_checkpoint()
     ck = torch.load(path, weights_only=False, map_location="cpu")

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 from facet import modelfile
 from facet.export import DEFAULT_PLATFORMS, export_program, make_header, module_contract_function
-from facet.sevennet.model import SevenNet, SevenNetConfig, count_parameters, cutoff_of
+from facet_sevennet.model import SevenNet, SevenNetConfig, count_parameters, graph_cutoff
+from facet_sevennet.model import cutoff as sevennet_cutoff
 
 
 def contract_function(config: SevenNetConfig, params, dtype: str | None = None):
@@ -25,8 +26,8 @@ def contract_function(config: SevenNetConfig, params, dtype: str | None = None):
 def header(config: SevenNetConfig, params, dtype: str, info: dict[str, Any] | None = None) -> dict[str, Any]:
     return make_header(
         elements=config.elements,
-        cutoff=cutoff_of(config, params),
-        graph_cutoff=config.graph_cutoff if config.streamlined else config.cutoff,
+        cutoff=sevennet_cutoff(params, config),
+        graph_cutoff=graph_cutoff(config),
         num_layers=config.num_layers,
         dtype=dtype,
         parameter_count=count_parameters(params, trainable_only=False),
