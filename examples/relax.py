@@ -21,6 +21,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from ase_md import default_crystal  # noqa: E402  (this folder is on sys.path when run as a script)
 
 
 def describe(label, atoms):
@@ -41,19 +42,6 @@ def describe(label, atoms):
     print(f"  cell          a={a:.4f} b={b:.4f} c={c:.4f} A, "
           f"alpha={alpha:.2f} beta={beta:.2f} gamma={gamma:.2f} deg")
     return e
-
-
-def default_crystal(elements):
-    """A bulk crystal of the first model element that ASE knows one for."""
-    from ase.build import bulk
-
-    for symbol in elements:
-        for cubic in (True, False):
-            try:
-                return bulk(symbol, cubic=cubic)
-            except (ValueError, KeyError, RuntimeError):
-                continue
-    raise SystemExit(f"no default crystal for elements {list(elements)}: pass --structure FILE")
 
 
 def main(argv=None) -> int:

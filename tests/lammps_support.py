@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import os
 import subprocess
 import sys
@@ -427,6 +429,25 @@ def new_lammps():
     from facet._lammps import new_lammps as _new_lammps
 
     return _new_lammps()
+
+
+_session_files = itertools.count()
+
+
+@contextlib.contextmanager
+def lammps_session(atoms, type_elements, pair_style, tmpdir, *, pair_coeff=None, commands=""):
+    """A LAMMPS instance in this process (metal units) holding ``atoms``, with ``pair_style``
+    (e.g. ``"facet model.hlo"``) and ``pair_coeff`` (default: ``* * `` + type_elements) set and
+    ``commands`` run; closed on exit."""
+    data = Path(tmpdir) / f"session_{next(_session_files)}.data"
+    write_lammps_data(data, atoms, type_elements)
+    lmp = new_lammps()
+    try:
+        lmp.commands_string(f"units metal\nread_data {data}\npair_style {pair_style}\n"
+                            f"pair_coeff {pair_coeff or '* * ' + ' '.join(type_elements)}\n{commands}")
+        yield lmp
+    finally:
+        lmp.close()
 
 
 def lammps_eval(atoms, spec, type_elements, *, newton="on", graph=None, comm_cutoff=None,

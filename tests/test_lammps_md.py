@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from lammps_support import (
     StandInConfig,
-    new_lammps,
+    lammps_session,
     plugin_path,
     sio_triclinic,
     standin_model_file,
-    write_lammps_data,
 )
 
 pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
@@ -33,27 +32,16 @@ def fcc_si(a, reps=3, rattle=0.02):
 
 
 def nve_energies(tmp_path, atoms, dt, steps, every=10):
-    data = tmp_path / f"nve_{dt}.data"
-    write_lammps_data(data, atoms, ["Si", "O"])
     out = tmp_path / f"etotal_{dt}.txt"
-    lmp = new_lammps()
-    try:
-        lmp.commands_string(
-            f"""
-            units metal
-            read_data {data}
-            pair_style facet {standin_model_file(CONFIG)}
-            pair_coeff * * Si O
+    with lammps_session(atoms, ["Si", "O"], f"facet {standin_model_file(CONFIG)}", tmp_path, commands=f"""
             velocity all create 600 12345 loop geom
             fix 1 all nve
             timestep {dt}
             variable e equal etotal
             fix out all print {every} "${{e}}" file {out} screen no
             run {steps}
-            """
-        )
-    finally:
-        lmp.close()
+            """):
+        pass  # the run is in the commands; fix print wrote its energies to `out`
     return np.loadtxt(out, comments="#")
 
 
@@ -83,20 +71,9 @@ def test_nve_energy_conservation(tmp_path):
 def test_npt_cell_responds(tmp_path):
     """Compressed fcc (P ~ 250 kbar) relaxes under fix npt iso towards 0 bar; a
     triclinic cell under fix npt tri changes shape (off-diagonal virial)."""
-    data = tmp_path / "npt.data"
-    write_lammps_data(data, fcc_si(3.31), ["Si", "O"])
-    lmp = new_lammps()
-    try:
-        lmp.commands_string(
-            f"""
-            units metal
-            read_data {data}
-            pair_style facet {standin_model_file(CONFIG)}
-            pair_coeff * * Si O
-            velocity all create 300 4321 loop geom
-            run 0
-            """
-        )
+    model = f"facet {standin_model_file(CONFIG)}"
+    start = "velocity all create 300 4321 loop geom\nrun 0"
+    with lammps_session(fcc_si(3.31), ["Si", "O"], model, tmp_path, commands=start) as lmp:
         v0, p0 = lmp.get_thermo("vol"), lmp.get_thermo("press")
         lmp.commands_string(
             """
@@ -106,27 +83,12 @@ def test_npt_cell_responds(tmp_path):
             """
         )
         v1, p1 = lmp.get_thermo("vol"), lmp.get_thermo("press")
-    finally:
-        lmp.close()
     print(f"NPT iso: V {v0:.1f} -> {v1:.1f} A^3, P {p0:.0f} -> {p1:.0f} bar")
     assert p0 > 2e4
     assert v1 > 1.05 * v0
     assert abs(p1) < 0.1 * p0
 
-    data = tmp_path / "tri.data"
-    write_lammps_data(data, sio_triclinic(), ["Si", "O"])
-    lmp = new_lammps()
-    try:
-        lmp.commands_string(
-            f"""
-            units metal
-            read_data {data}
-            pair_style facet {standin_model_file(CONFIG)}
-            pair_coeff * * Si O
-            velocity all create 300 4321 loop geom
-            run 0
-            """
-        )
+    with lammps_session(sio_triclinic(), ["Si", "O"], model, tmp_path, commands=start) as lmp:
         box0 = lmp.extract_box()
         lmp.commands_string(
             """
@@ -136,8 +98,6 @@ def test_npt_cell_responds(tmp_path):
             """
         )
         box1 = lmp.extract_box()
-    finally:
-        lmp.close()
     tilt0, tilt1 = np.array(box0[2:5]), np.array(box1[2:5])  # xy, yz, xz
     print(f"NPT tri: tilts {tilt0} -> {tilt1}")
     assert np.abs(tilt1 - tilt0).max() > 1e-3

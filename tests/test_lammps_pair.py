@@ -16,6 +16,7 @@ from lammps_support import (
     STRUCTURES,
     StandInConfig,
     lammps_eval,
+    lammps_session,
     make_runner,
     plugin_path,
     reference,
@@ -165,29 +166,13 @@ def test_null_type_and_unused_model_element(tmp_path):
     atoms = STRUCTURES["sio_triclinic"]()
     si_only = atoms[[s == "Si" for s in atoms.get_chemical_symbols()]]
     ref = reference(si_only, runner_for(config))
-    from lammps_support import new_lammps, write_lammps_data
-
-    data = tmp_path / "s.data"
-    write_lammps_data(data, atoms, TYPE_ELEMENTS)
-    lmp = new_lammps()
-    try:
-        lmp.commands_string(
-            f"""
-            units metal
-            read_data {data}
-            pair_style hybrid/overlay facet {standin_model_file(config)} zero 4.5
-            pair_coeff * * facet Si NULL
-            pair_coeff * * zero
-            run 0
-            """
-        )
+    with lammps_session(atoms, TYPE_ELEMENTS, f"hybrid/overlay facet {standin_model_file(config)} zero 4.5",
+                        tmp_path, pair_coeff="* * facet Si NULL", commands="pair_coeff * * zero\nrun 0") as lmp:
         nlocal = lmp.extract_global("nlocal")
         ids = np.array(lmp.numpy.extract_atom("id")[:nlocal])
         types = np.array(lmp.numpy.extract_atom("type")[:nlocal])
         f = np.array(lmp.numpy.extract_atom("f")[:nlocal])
         energy = lmp.get_thermo("pe")
-    finally:
-        lmp.close()
     order = np.argsort(ids)
     f, types = f[order], types[order]
     assert abs(energy - ref["energy"]) < 1e-8
@@ -207,26 +192,10 @@ def test_runner_reused_across_steps(tmp_path):
     """One runner per pair_style, called once per step."""
     config = StandInConfig(num_layers=2, cutoff=4.0)
     runner = runner_for(config)
-    from lammps_support import new_lammps, write_lammps_data
-
-    data = tmp_path / "s.data"
-    write_lammps_data(data, STRUCTURES["si_diamond"](), TYPE_ELEMENTS)
     calls0 = runner.ncalls
-    lmp = new_lammps()
-    try:
-        lmp.commands_string(
-            f"""
-            units metal
-            read_data {data}
-            pair_style facet {config.spec()}
-            pair_coeff * * Si O
-            velocity all create 600 1 loop geom
-            fix 1 all nve
-            run 20
-            """
-        )
-    finally:
-        lmp.close()
+    with lammps_session(STRUCTURES["si_diamond"](), TYPE_ELEMENTS, f"facet {config.spec()}", tmp_path,
+                        commands="velocity all create 600 1 loop geom\nfix 1 all nve\nrun 20"):
+        pass
     assert runner.ncalls - calls0 == 21
 
 
