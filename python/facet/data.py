@@ -51,7 +51,6 @@ GROUP_KEYS = ("group", "trajectory", "traj_id", "trajectory_id", "config_type")
 XYZ_SUFFIXES = (".xyz", ".extxyz")
 
 
-
 @dataclass
 class Structure:
     """One labelled structure. Labels are None when the file has none."""

@@ -22,9 +22,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facet import modelfile
+from facet.buckets import DEFAULT_BUCKETS
 from facet.errors import ConfigError, FacetError, exit_with
 from facet.modelfile import ModelFileError
-from facet.runtime import DEFAULT_BUCKETS
 
 DEFAULT_PLATFORMS = ("cpu",)
 KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")

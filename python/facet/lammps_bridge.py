@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from facet.errors import BridgeError
+from facet.errors import BridgeError, FacetError
 
 __all__ = ["ModelHandle", "load", "make_runner", "describe_exception", "PYTHON_SPEC_PREFIX"]
 
@@ -158,10 +158,8 @@ def load(spec: str) -> ModelHandle:
 
 def describe_exception(exc: BaseException) -> str:
     """One-line message for a LAMMPS ERROR."""
-    if isinstance(exc, BridgeError):
+    if isinstance(exc, FacetError):  # written for users: it names the problem and the fix
         return str(exc)
     name = type(exc).__name__
-    if name == "ModelFileError":  # facet.modelfile: its message is meant for users
-        return str(exc)
     text = str(exc).strip()
     return f"{name}: {text}" if text else name
