@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from facet import export, modelfile
+from facet import export, files, modelfile
 from facet.modelfile import PREAMBLE_SIZE, ModelFileError, load_model_file, read_header, save_model_file
 
 pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
@@ -46,7 +46,10 @@ def _rewrite(src, dst, *, header_update=None, payload=None, version=None):
     """Copy a model file changing header fields, payload or version, with valid checksums."""
     header, old_payload = modelfile._parse(src, src.read_bytes(), verify_payload=True)
     header.update(header_update or {})
-    data = bytearray(modelfile.build_file_bytes(header, old_payload if payload is None else payload))
+    sections = modelfile.split_sections(header, old_payload)
+    if payload is not None:
+        sections[modelfile.JAX_SECTION] = payload
+    data = bytearray(modelfile.build_file_bytes(header, sections))
     if version is not None:
         struct.pack_into("<I", data, 8, version)
     dst.write_bytes(bytes(data))
@@ -86,7 +89,7 @@ def test_atomic_write_keeps_old_file_on_failure(toy_file, tmp_path, monkeypatch)
     def boom(data_path, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(modelfile.os, "replace", lambda *a: boom(*a))
+    monkeypatch.setattr(files.os, "replace", lambda *a: boom(*a))
     with pytest.raises(OSError, match="disk full"):
         save_model_file(path, exported, toy_header())
     assert path.read_bytes() == before
@@ -166,8 +169,8 @@ def test_garbage_program_with_valid_checksum(toy_file, tmp_path):
 
 
 def test_unsupported_format_version(toy_file, tmp_path):
-    bad = _rewrite(toy_file[0], tmp_path / "v2.hlo", version=2)
-    expect_error(bad, "unsupported Facet model format version 2", "newer Facet", "upgrade facet-md")
+    bad = _rewrite(toy_file[0], tmp_path / "v3.hlo", version=3)
+    expect_error(bad, "unsupported Facet model format version 3", "newer Facet", "upgrade facet-md")
     old = _rewrite(toy_file[0], tmp_path / "v0.hlo", version=0)
     expect_error(old, "unsupported Facet model format version 0")
 
@@ -196,7 +199,7 @@ def test_other_platform(toy_file, tmp_path):
 def test_malformed_header(toy_file, tmp_path):
     header, payload = modelfile._parse(toy_file[0], toy_file[0].read_bytes(), verify_payload=True)
     del header["elements"]
-    data = modelfile.build_file_bytes(header, payload)
+    data = modelfile.build_file_bytes(header, modelfile.split_sections(header, payload))
     bad = tmp_path / "noelements.hlo"
     bad.write_bytes(data)
     expect_error(bad, "missing ['elements']")
@@ -227,8 +230,9 @@ def test_inspect_cli(toy_file, capsys):
     path = toy_file[0]
     assert export.main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "Facet model file, format version 1" in out
+    assert "Facet model file, format version 2" in out
     assert "elements:        H O" in out and "float64" in out and "loadable" in out
+    assert "sections:        jax_export" in out and "Python runtime only" in out  # written without PJRT sections
     assert export.main(["inspect", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["elements"] == ["H", "O"]
 

@@ -209,13 +209,18 @@ def export_model(
     dtype: str | None = None,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
     info: dict[str, Any] | None = None,
+    pjrt: bool = True,
 ) -> dict[str, Any]:
     """Export ``params`` (use the EMA parameters) of a Facet model to ``path``.
 
-    ``dtype`` defaults to ``config.dtype``.  Returns the header as written.
+    ``dtype`` defaults to ``config.dtype``; ``pjrt`` adds the sections that runtimes
+    without Python compile (facet.pjrt_program). Returns the header as written.
     """
+    from facet import pjrt_program
+
     header, exported = export_to_memory(config, params, dtype, platforms, info)
-    return modelfile.save_model_file(path, exported, header)
+    extra = pjrt_program.sections(exported) if pjrt else None
+    return modelfile.save_model_file(path, exported, header, extra)
 
 
 # ----------------------------------------------------------------------------
@@ -291,6 +296,10 @@ def describe(header: dict[str, Any], path=None, problems: Sequence[str] = ()) ->
     lines.append(
         f"  payload:         {header['payload_bytes']:,} bytes, sha256 {header['payload_sha256'][:16]}..."
     )
+    sections = header.get("sections") or [{"name": modelfile.JAX_SECTION, "bytes": header["payload_bytes"]}]
+    lines.append("  sections:        " + ", ".join(f"{s['name']} ({s['bytes']:,} bytes)" for s in sections))
+    if not any(s["name"].startswith("stablehlo_template:") for s in sections):
+        lines.append("                   (no PJRT program: runs through the Python runtime only)")
     training = header.get("training") or {}
     if training:
         lines.append("  training:")
@@ -351,6 +360,9 @@ def _export_main(argv) -> int:
                    help="comma-separated jax platforms to export for (default: cpu; e.g. cpu,cuda)")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the written file against the in-process model")
+    p.add_argument("--no-pjrt", action="store_true",
+                   help="leave out the PJRT program (the StableHLO templates that runtimes without Python "
+                   "compile); the file then runs through the Python runtime only")
     p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
                    help="add KEY (JSON or text VALUE) to the header's training section, e.g. "
                    "--note 'trained_on=Si DFT set' --note 'test={\"energy_mae_mev_atom\": 12.3}'")
@@ -371,7 +383,10 @@ def _export_main(argv) -> int:
     fn, _, dtype = contract_function(config, params, args.dtype)
     exported = export_program(fn, dtype, args.platforms)
     header = model_header(config, params, dtype, {**(info or {}), **notes})
-    header = modelfile.save_model_file(args.output, exported, header)
+    from facet import pjrt_program
+
+    extra = None if args.no_pjrt else pjrt_program.sections(exported)
+    header = modelfile.save_model_file(args.output, exported, header, extra)
     print(describe(header, args.output))
     if not args.no_check:
         diffs = self_check(args.output, fn, header)

@@ -10,7 +10,13 @@ Layout (all integers little-endian)::
     24      8     payload length P in bytes (uint64)
     32      32    sha256 of the header bytes
     64      H     header: UTF-8 JSON object
-    64+H    P     payload: a program serialized with ``jax.export`` (flatbuffer)
+    64+H    P     payload: its sections, one after the other
+
+Sections (format 2; listed in header["sections"] with offset, size and sha256):
+``jax_export``, the program serialized with ``jax.export`` (jax's flatbuffer), what the
+Python runtime loads; and optionally, for runtimes without Python, one
+``stablehlo_template:PLATFORM`` per platform and ``xla_compile_options``
+(``facet.pjrt_program``). A format-1 file's payload is its ``jax_export`` section alone.
 
 The header records what the program computes and what it needs (elements,
 cutoff, dtype, platforms, exporting jax version, ...) and the sha256 of the
@@ -34,8 +40,9 @@ from facet.errors import ModelFileError
 from facet.files import atomic_write
 
 MAGIC = b"FACETMD\0"
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+JAX_SECTION = "jax_export"
 
 _PREAMBLE = struct.Struct("<8sIIQQ32s")
 PREAMBLE_SIZE = _PREAMBLE.size  # 64
@@ -148,9 +155,18 @@ def _describe_program(exported) -> dict[str, Any]:
     }
 
 
-def build_file_bytes(header: dict[str, Any], payload: bytes) -> bytes:
+def build_file_bytes(header: dict[str, Any], sections: dict[str, bytes]) -> bytes:
+    """The file: preamble, header (with the section table and checksums filled in), payload."""
+    if JAX_SECTION not in sections:
+        raise ValueError(f"a model file needs its {JAX_SECTION!r} section")
     header = dict(header)
     header["format_version"] = FORMAT_VERSION
+    table, offset = [], 0
+    for name, data in sections.items():
+        table.append({"name": name, "offset": offset, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        offset += len(data)
+    header["sections"] = table
+    payload = b"".join(sections.values())
     header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
     header["payload_bytes"] = len(payload)
     header_bytes = json.dumps(header, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
@@ -165,13 +181,15 @@ def build_file_bytes(header: dict[str, Any], payload: bytes) -> bytes:
     return preamble + header_bytes + payload
 
 
-def save_model_file(path, exported, header: dict[str, Any]) -> dict[str, Any]:
+def save_model_file(path, exported, header: dict[str, Any], extra_sections: dict[str, bytes] | None = None,
+                    ) -> dict[str, Any]:
     """Write ``exported`` (a ``jax.export.Exported``) and ``header`` to ``path``.
 
     The technical fields (platforms, jax versions, calling convention, input and
     output signature, payload checksum and size, format version) are filled in
     from the program itself; ``header`` supplies the model description
-    (``elements``, ``cutoff``, ``num_layers``, ``dtype`` and any metadata).
+    (``elements``, ``cutoff``, ``num_layers``, ``dtype`` and any metadata);
+    ``extra_sections`` are written after the program (``facet.pjrt_program.sections``).
     The file is written atomically (temporary file, then rename).
     Returns the header as written.
     """
@@ -188,13 +206,9 @@ def save_model_file(path, exported, header: dict[str, Any]) -> dict[str, Any]:
             f"save_model_file: header dtype {header['dtype']!r} does not match the program's "
             f"floating inputs {sorted(dtypes)} (float64 needs x64 enabled at export time)"
         )
-    payload = serialize_program(exported)
-    data = build_file_bytes(header, payload)
+    data = build_file_bytes(header, {JAX_SECTION: serialize_program(exported), **(extra_sections or {})})
     atomic_write(Path(path), data)
-    header["format_version"] = FORMAT_VERSION
-    header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
-    header["payload_bytes"] = len(payload)
-    return header
+    return _parse(path, data, verify_payload=False)[0]
 
 
 # ----------------------------------------------------------------------------
@@ -296,6 +310,22 @@ def _parse(path, data: bytes, *, verify_payload: bool) -> tuple[dict[str, Any], 
     return header, payload
 
 
+def split_sections(header: dict[str, Any], payload: bytes, name: str = "model file") -> dict[str, bytes]:
+    """The payload's sections by name (a format-1 payload is its jax_export section)."""
+    if "sections" not in header:
+        return {JAX_SECTION: payload}
+    out = {}
+    for entry in header["sections"]:
+        start, size = int(entry["offset"]), int(entry["bytes"])
+        if start < 0 or size < 0 or start + size > len(payload):
+            raise ModelFileError(f"{name}: section {entry.get('name')!r} lies outside the payload: the file "
+                                 "is corrupted. Re-export the model.")
+        out[str(entry["name"])] = payload[start:start + size]
+    if JAX_SECTION not in out:
+        raise ModelFileError(f"{name}: no {JAX_SECTION!r} section. Re-export the model.")
+    return out
+
+
 def read_header(path, *, verify_payload: bool = False) -> dict[str, Any]:
     """Read and check a model file's header (structure, version, header checksum).
 
@@ -386,6 +416,6 @@ def load_model_file(path):
     name = str(path)
     header, payload = _parse(path, _read_bytes(path), verify_payload=True)
     check_compatibility(header, name)
-    exported = deserialize_program(payload, name)
+    exported = deserialize_program(split_sections(header, payload, name)[JAX_SECTION], name)
     _check_program_matches(header, exported, name)
     return header, exported
