@@ -2,6 +2,8 @@
 
 #include "pair_facet.h"
 
+#include "runtime/assemble.h"
+
 #include "python_bridge.h"
 
 #include "atom.h"
@@ -342,67 +344,27 @@ void PairFacet::compute(int eflag, int vflag)
 
   const bool own_reverse = ghost_nodes && !force->newton_pair;
   double **f = atom->f;
+  double *const *force_rows = f;
+  double *const *vatom_rows = vflag_atom ? vatom : nullptr;
   double *fb = nullptr, *vb = nullptr;
-  if (own_reverse) {
+  if (own_reverse) {    // ghost rows are summed into owned atoms by reverse_comm below
     fbuf.assign(3 * static_cast<size_t>(nall), 0.0);
     fb = fbuf.data();
+    fbuf_rows.resize(nall);
+    for (int i = 0; i < nall; i++) fbuf_rows[i] = fb + 3 * static_cast<size_t>(i);
+    force_rows = fbuf_rows.data();
     if (vflag_atom) {
       vbuf.assign(6 * static_cast<size_t>(nall), 0.0);
       vb = vbuf.data();
+      vbuf_rows.resize(nall);
+      for (int i = 0; i < nall; i++) vbuf_rows[i] = vb + 6 * static_cast<size_t>(i);
+      vatom_rows = vbuf_rows.data();
     }
   }
-
-  const double *r = graph.edge_vectors.data();
-  const double *g = de_dedge.data();
-  const int32_t *snd = graph.senders.data();
-  const int32_t *rcv = graph.receivers.data();
-  const int64_t nedges = graph.nedges;
   double vsum[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-
-  for (int64_t e = 0; e < nedges; e++) {
-    const double gx = g[3 * e], gy = g[3 * e + 1], gz = g[3 * e + 2];
-    const int s = snd[e], t = rcv[e];
-    if (fb) {
-      fb[3 * s] -= gx;
-      fb[3 * s + 1] -= gy;
-      fb[3 * s + 2] -= gz;
-      fb[3 * t] += gx;
-      fb[3 * t + 1] += gy;
-      fb[3 * t + 2] += gz;
-    } else {
-      f[s][0] -= gx;
-      f[s][1] -= gy;
-      f[s][2] -= gz;
-      f[t][0] += gx;
-      f[t][1] += gy;
-      f[t][2] += gz;
-    }
-    if (vflag_either) {
-      const double rx = r[3 * e], ry = r[3 * e + 1], rz = r[3 * e + 2];
-      double v[6];
-      v[0] = -rx * gx;
-      v[1] = -ry * gy;
-      v[2] = -rz * gz;
-      v[3] = -0.5 * (rx * gy + ry * gx);
-      v[4] = -0.5 * (rx * gz + rz * gx);
-      v[5] = -0.5 * (ry * gz + rz * gy);
-      if (vflag_global)
-        for (int k = 0; k < 6; k++) vsum[k] += v[k];
-      if (vflag_atom) {
-        if (vb) {
-          for (int k = 0; k < 6; k++) {
-            vb[6 * s + k] += 0.5 * v[k];
-            vb[6 * t + k] += 0.5 * v[k];
-          }
-        } else {
-          for (int k = 0; k < 6; k++) {
-            vatom[s][k] += 0.5 * v[k];
-            vatom[t][k] += 0.5 * v[k];
-          }
-        }
-      }
-    }
-  }
+  facet::add_forces_and_virial(graph.edge_vectors.data(), de_dedge.data(), graph.senders.data(),
+                               graph.receivers.data(), graph.nedges, force_rows,
+                               vflag_global ? vsum : nullptr, vatom_rows);
   if (vflag_global)
     for (int k = 0; k < 6; k++) virial[k] += vsum[k];
 

@@ -61,6 +61,7 @@ class PairFacet : public Pair {
   // own reverse communication of ghost forces / per-atom virials (ghost
   // layout with newton_pair off, where LAMMPS does not reverse-communicate)
   std::vector<double> fbuf, vbuf;
+  std::vector<double *> fbuf_rows, vbuf_rows;    // row views of fbuf and vbuf
   int reverse_vatom;
 
   void allocate();

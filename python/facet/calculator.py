@@ -34,17 +34,33 @@ class FacetCalculator(Calculator):
         ``facet.runtime.ModelRunner``.
     buckets:
         optional override of the file's shape-bucket policy (see export/README.md).
+    runtime:
+        ``"jax"`` (default) runs the file's jax program; ``"pjrt"`` runs its StableHLO
+        template through the C++ runtime (``facet._pjrt``, no jax), the one the LAMMPS pair
+        style uses, with the C++ force/virial assembly.
+    plugin, device:
+        for ``runtime="pjrt"``: the PJRT plugin library (default: the installed
+        xla-cpu-pjrt, or ``$FACET_PJRT_PLUGIN``) and the device kind (``"cpu"``, ``"cuda"``).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, *, buckets: dict[str, Any] | None = None, **kwargs):
+    def __init__(self, model, *, buckets: dict[str, Any] | None = None, runtime: str = "jax",
+                 plugin: str | None = None, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
+        if runtime not in ("jax", "pjrt"):
+            raise ValueError(f"FacetCalculator: runtime must be 'jax' or 'pjrt', got {runtime!r}")
+        self.runtime = runtime
         if isinstance(model, ModelRunner):
             self.runner = model
         else:
             try:
-                self.runner = ModelRunner(model, buckets=buckets)
+                if runtime == "pjrt":
+                    from facet import _pjrt
+
+                    self.runner = _pjrt.Model(str(model), plugin=plugin or "", device=device)
+                else:
+                    self.runner = ModelRunner(model, buckets=buckets)
             except ModelFileError:
                 from facet.checkpoint import is_checkpoint
 
@@ -115,8 +131,16 @@ class FacetCalculator(Calculator):
 
         senders, receivers, shifts = neighbour_list(positions, cell, pbc, self.cutoff)
         vectors = positions[senders] - positions[receivers] + shifts.astype(np.float64) @ cell
-        atom_energies, dE_dedge = self.runner(vectors, senders, receivers, species, np.ones(n))
-        forces, virial, _ = assemble(vectors, senders, receivers, dE_dedge, n)
+        if self.runtime == "pjrt":
+            from facet import _pjrt
+
+            senders, receivers = senders.astype(np.int32), receivers.astype(np.int32)
+            atom_energies, dE_dedge = self.runner(vectors, senders, receivers, species, np.ones(n))
+            forces, voigt, _ = _pjrt.assemble(vectors, senders, receivers, dE_dedge, n)
+            virial = voigt[[[0, 3, 4], [3, 1, 5], [4, 5, 2]]]  # xx yy zz xy xz yz -> 3x3
+        else:
+            atom_energies, dE_dedge = self.runner(vectors, senders, receivers, species, np.ones(n))
+            forces, virial, _ = assemble(vectors, senders, receivers, dE_dedge, n)
         energy = float(atom_energies.sum())
         if not np.isfinite(energy) or not np.isfinite(forces).all():
             raise RuntimeError(

@@ -192,8 +192,9 @@ def s2_grid_matrices(lmax: int, res_beta: int, res_alpha: int,
 
     Both transforms are linear, so sampling them once on the identity gives the
     exact same map as calling them, and lets the mixer run as two matmuls.
-    Computed once, eagerly, in float64."""
-    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+    Computed once, eagerly, in float64. e3nn's SOFT quadrature weights pass through a NaN
+    that it then discards, so jax's NaN checks (if the caller has them on) stay off here."""
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True), jax.debug_nans(False):
         return _s2_grid_matrices(lmax, res_beta, res_alpha, quadrature)
 
 

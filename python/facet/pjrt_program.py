@@ -4,11 +4,13 @@ A model file's jax program has symbolic shapes N (atoms) and E (edges), so that 
 file serves every system size. PJRT (XLA's C API, what the C++ runtime calls) compiles
 static shapes only, and XLA does not refine symbolic shapes by itself; jax does, at
 lowering time. The refined program text for N = n and E = e differs from the one for
-other sizes only in integers that equal n or e. So the text lowered at marker sizes, with
-each such integer replaced by a slot (ATOMS_SLOT, EDGES_SLOT), is a template: substituting
-a bucket's padded sizes gives exactly the module jax would lower for that bucket. The
-export checks this against jax's own lowering at another size, and refuses to write a
-template that does not reproduce it.
+other sizes only in integers that are affine in n and e (mostly n or e themselves; a
+per-species array gives n times the species count). So the text lowered at three marker
+sizes, with each such integer replaced by a slot, is a template: ATOMS_SLOT for N,
+EDGES_SLOT for E, and "@@a,b,c@@" for a*N + b*E + c. Filling in a bucket's padded sizes
+gives exactly the module jax would lower for that bucket. The export checks this against
+jax's own lowering at a fourth size, and refuses to write a template that does not
+reproduce it.
 
 Stored per platform in the model file (section ``stablehlo_template:PLATFORM``, UTF-8
 MLIR text), with XLA compile options (section ``xla_compile_options``, a serialized
@@ -55,33 +57,53 @@ def refined_text(exported, n_atoms: int, n_edges: int, platform: str) -> str:
 
 def fill(template: str, n_atoms: int, n_edges: int) -> str:
     """The module of one bucket (what the C++ runtime does, in Python for tests)."""
-    return template.replace(ATOMS_SLOT, str(n_atoms)).replace(EDGES_SLOT, str(n_edges))
+    text = template.replace(ATOMS_SLOT, str(n_atoms)).replace(EDGES_SLOT, str(n_edges))
+
+    def affine(match):
+        a, b, c = (int(x) for x in match.group(1).split(","))
+        return str(a * n_atoms + b * n_edges + c)
+
+    return re.sub(r"@@(-?\d+,-?\d+,-?\d+)@@", affine, text)
+
+
+def _slot(values: list[int]) -> str | None:
+    """The slot of an integer that takes these values at MARKER_SIZES (None: not affine in N, E)."""
+    (n1, e1), (n2, e2), (n3, e3) = MARKER_SIZES
+    det = n1 * (e2 - e3) - e1 * (n2 - n3) + (n2 * e3 - n3 * e2)
+    v1, v2, v3 = values
+    a_num = v1 * (e2 - e3) - e1 * (v2 - v3) + (v2 * e3 - v3 * e2)  # Cramer's rule, exactly in integers
+    b_num = n1 * (v2 - v3) - v1 * (n2 - n3) + (n2 * v3 - n3 * v2)
+    c_num = n1 * (e2 * v3 - e3 * v2) - e1 * (n2 * v3 - n3 * v2) + v1 * (n2 * e3 - n3 * e2)
+    if a_num % det or b_num % det or c_num % det:
+        return None
+    a, b, c = a_num // det, b_num // det, c_num // det
+    if (a, b, c) == (1, 0, 0):
+        return ATOMS_SLOT
+    if (a, b, c) == (0, 1, 0):
+        return EDGES_SLOT
+    return f"@@{a},{b},{c}@@"
 
 
 def make_template(exported, platform: str) -> str:
     """The program's template for one platform; ModelFileError if it cannot be made exactly."""
     texts = [refined_text(exported, n, e, platform) for n, e in MARKER_SIZES]
-    if any(ATOMS_SLOT in t or EDGES_SLOT in t for t in texts):
-        raise ModelFileError(f"the program text contains a template slot marker ({ATOMS_SLOT} or {EDGES_SLOT})")
+    if any("@@" in t for t in texts):
+        raise ModelFileError("the program text contains '@@', which marks template slots")
     pieces = [re.split(r"(\d+)", t) for t in texts]
     if any(len(p) != len(pieces[0]) for p in pieces) or any(
             p[i] != pieces[0][i] for p in pieces for i in range(0, len(p), 2)):
         raise ModelFileError("the program's structure depends on the system size: no PJRT template "
                              "(export with --no-pjrt; the Python runtime still works)")
-    atoms = [str(n) for n, _ in MARKER_SIZES]
-    edges = [str(e) for _, e in MARKER_SIZES]
     out = list(pieces[0])
     for i in range(1, len(out), 2):
         values = [p[i] for p in pieces]
         if len(set(values)) == 1:
             continue
-        if values == atoms:
-            out[i] = ATOMS_SLOT
-        elif values == edges:
-            out[i] = EDGES_SLOT
-        else:
-            raise ModelFileError(f"a size-dependent integer of the program is neither N nor E ({values}): "
+        slot = _slot([int(v) for v in values])
+        if slot is None:
+            raise ModelFileError(f"a size-dependent integer of the program is not affine in N and E ({values}): "
                                  "no PJRT template (export with --no-pjrt)")
+        out[i] = slot
     template = "".join(out)
     if fill(template, *CHECK_SIZE) != refined_text(exported, *CHECK_SIZE, platform):
         raise ModelFileError("the PJRT template does not reproduce jax's lowering at another size "

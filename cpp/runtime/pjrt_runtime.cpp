@@ -1,0 +1,504 @@
+#include "pjrt_runtime.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "pjrt_c_api.h"
+#include "sha256.h"
+
+
+namespace facet {
+namespace {
+
+const char *INSTALL_HINT = "install the CPU plugin with `pip install xla-cpu-pjrt==0.0.1` (facet-md depends on it), "
+                           "or name a plugin library with FACET_PJRT_PLUGIN";
+
+// The module of one bucket: @@N@@ -> n_atoms, @@E@@ -> n_edges, @@a,b,c@@ -> a*N + b*E + c
+// (facet.pjrt_program.fill does the same in Python).
+std::string fill_template(const std::string &text, long n_atoms, long n_edges)
+{
+  std::string out;
+  out.reserve(text.size() + 1024);
+  size_t pos = 0;
+  while (true) {
+    size_t open = text.find("@@", pos);
+    if (open == std::string::npos) break;
+    size_t close = text.find("@@", open + 2);
+    if (close == std::string::npos) break;
+    std::string slot = text.substr(open + 2, close - open - 2);
+    long value = 0;
+    if (slot == "N") {
+      value = n_atoms;
+    } else if (slot == "E") {
+      value = n_edges;
+    } else {
+      long a = 0, b = 0, c = 0;
+      char tail = 0;
+      if (std::sscanf(slot.c_str(), "%ld,%ld,%ld%c", &a, &b, &c, &tail) != 3)
+        throw PjrtError("malformed slot '@@" + slot + "@@' in the model's StableHLO template: re-export the model");
+      value = a * n_atoms + b * n_edges + c;
+    }
+    out.append(text, pos, open - pos).append(std::to_string(value));
+    pos = close + 2;
+  }
+  out.append(text, pos, std::string::npos);
+  return out;
+}
+
+std::string host_fingerprint()
+{
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, parts;
+  bool model = false, flags = false;
+  while (std::getline(in, line) && !(model && flags)) {
+    if (!model && line.rfind("model name", 0) == 0) parts += line, model = true;
+    if (!flags && (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0)) parts += line, flags = true;
+  }
+  return sha256_hex(parts.data(), parts.size()).substr(0, 16);
+}
+
+std::string default_cache_dir()
+{
+  const char *env = std::getenv("FACET_CACHE_DIR");
+  if (env) {
+    std::string v(env);
+    if (v.empty() || v == "0" || v == "off" || v == "none" || v == "false") return "";
+    return v + "/pjrt";
+  }
+  const char *xdg = std::getenv("XDG_CACHE_HOME");
+  const char *home = std::getenv("HOME");
+  if (xdg && *xdg) return std::string(xdg) + "/facet/pjrt";
+  if (home && *home) return std::string(home) + "/.cache/facet/pjrt";
+  return "";
+}
+
+bool make_dirs(const std::string &path)
+{
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      std::string sub = path.substr(0, i);
+      if (mkdir(sub.c_str(), 0777) != 0 && errno != EEXIST) return false;
+    }
+  }
+  return true;
+}
+
+std::string read_file(const std::string &path)
+{
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_file_atomically(const std::string &path, const char *data, size_t size)
+{
+  std::string tmp = path + ".tmp" + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) return;  // a cache that cannot be written only costs a compilation next time
+    out.write(data, static_cast<std::streamsize>(size));
+    if (!out) {
+      std::remove(tmp.c_str());
+      return;
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) std::remove(tmp.c_str());
+}
+
+template <typename T> T args_of()
+{
+  T a;
+  std::memset(&a, 0, sizeof(a));
+  a.struct_size = sizeof(T);
+  return a;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- plugin
+
+std::string default_plugin_library(const std::string &device)
+{
+  const char *env = std::getenv("FACET_PJRT_PLUGIN");
+  if (env && *env) return env;
+  // This library is installed in site-packages/facet/; the plugin wheels install theirs in
+  // site-packages/xla_plugins/xla_cpu_pjrt/ (xla-cpu-pjrt) and site-packages/jax_plugins/
+  // xla_cuda12/ (jax-cuda12-pjrt).
+  Dl_info info{};
+  if (!dladdr(reinterpret_cast<void *>(&default_plugin_library), &info) || !info.dli_fname) return "";
+  std::string here(info.dli_fname);
+  std::string site = here.substr(0, here.find_last_of('/')) + "/..";
+  std::string candidate = device == "cuda" ? site + "/jax_plugins/xla_cuda12/xla_cuda_plugin.so"
+                                           : site + "/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so";
+  struct stat st {};
+  return stat(candidate.c_str(), &st) == 0 ? candidate : "";
+}
+
+std::shared_ptr<PjrtPlugin> PjrtPlugin::load(const std::string &library)
+{
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<PjrtPlugin>> loaded;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto existing = loaded[library].lock()) return existing;
+  if (library.empty()) throw PjrtError(std::string("no PJRT plugin library found: ") + INSTALL_HINT);
+  void *handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char *why = dlerror();
+    throw PjrtError("cannot load the PJRT plugin '" + library + "' (" + (why ? why : "unknown error") + "): " +
+                    INSTALL_HINT);
+  }
+  using GetApi = const PJRT_Api *(*)();
+  auto get_api = reinterpret_cast<GetApi>(dlsym(handle, "GetPjrtApi"));
+  if (!get_api) {
+    dlclose(handle);
+    throw PjrtError("'" + library + "' is not a PJRT plugin (it exports no GetPjrtApi): " + INSTALL_HINT);
+  }
+  auto plugin = std::shared_ptr<PjrtPlugin>(new PjrtPlugin());
+  plugin->api_ = get_api();
+  plugin->library_ = library;
+  plugin->handle_ = handle;  // never dlclose'd: XLA plugins do not support unloading
+  if (!plugin->api_ || plugin->api_->pjrt_api_version.major_version != PJRT_API_MAJOR)
+    throw PjrtError("the PJRT plugin '" + library + "' speaks PJRT C API major version " +
+                    std::to_string(plugin->api_ ? plugin->api_->pjrt_api_version.major_version : -1) + ", this runtime " +
+                    std::to_string(PJRT_API_MAJOR) + ": " + INSTALL_HINT);
+  auto init = args_of<PJRT_Plugin_Initialize_Args>();
+  plugin->check(plugin->api_->PJRT_Plugin_Initialize(&init), "initialising the PJRT plugin '" + library + "'");
+  loaded[library] = plugin;
+  return plugin;
+}
+
+void PjrtPlugin::check(PJRT_Error *err, const std::string &what) const
+{
+  if (!err) return;
+  auto message = args_of<PJRT_Error_Message_Args>();
+  message.error = err;
+  api_->PJRT_Error_Message(&message);
+  std::string text(message.message, message.message_size);
+  auto destroy = args_of<PJRT_Error_Destroy_Args>();
+  destroy.error = err;
+  api_->PJRT_Error_Destroy(&destroy);
+  if (text.size() > 2000) text = text.substr(0, 2000) + " ...";
+  throw PjrtError(what + ": " + text);
+}
+
+// ---------------------------------------------------------------------------- model
+
+PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(file), options_(options)
+{
+  const std::string section = "stablehlo_template:" + options.device;
+  if (!file.has_section(section)) {
+    if (file.format_version < 2 || !file.header.has("sections"))
+      throw ModelFileError(file.path + ": this model file (format " + std::to_string(file.format_version) +
+                           ") has no program for runtimes without Python. Re-export it with "
+                           "`python -m facet.export CHECKPOINT -o model.hlo` (facet-md 0.2 or newer), or run it "
+                           "through Python (pair_style facet ... runtime python).");
+    std::string platforms;
+    for (const auto &p : file.platforms) platforms += (platforms.empty() ? "" : ",") + p;
+    throw ModelFileError(file.path + ": no " + options.device + " program in this model file (exported for " +
+                         platforms + "). Re-export it with `python -m facet.export CHECKPOINT -o model.hlo "
+                         "--platforms " + platforms + "," + options.device + "`.");
+  }
+  if (!file.has_section("xla_compile_options"))
+    throw ModelFileError(file.path + ": no 'xla_compile_options' section. Re-export the model.");
+  template_ = file.section(section);
+  compile_options_ = file.section("xla_compile_options");
+  std::string library = options.plugin.empty() ? default_plugin_library(options.device) : options.plugin;
+  plugin_ = PjrtPlugin::load(library);
+  const PJRT_Api *api = plugin_->api();
+  auto create = args_of<PJRT_Client_Create_Args>();
+  plugin_->check(api->PJRT_Client_Create(&create), "creating a PJRT client with '" + library + "'");
+  client_ = create.client;
+  auto devices = args_of<PJRT_Client_AddressableDevices_Args>();
+  devices.client = client_;
+  plugin_->check(api->PJRT_Client_AddressableDevices(&devices), "listing the PJRT devices");
+  if (devices.num_addressable_devices == 0) throw PjrtError("the PJRT plugin '" + library + "' has no device");
+  device_ = devices.addressable_devices[0];
+  if (options_.cache_dir.empty()) options_.cache_dir = default_cache_dir();
+  if (options_.cache_dir == "off") options_.cache_dir.clear();
+  std::string identity = sha256_hex(template_.data(), template_.size()) + sha256_hex(compile_options_.data(),
+      compile_options_.size()) + library + std::to_string(api->pjrt_api_version.minor_version) + host_fingerprint();
+  cache_key_prefix_ = sha256_hex(identity.data(), identity.size()).substr(0, 32);
+}
+
+PjrtModel::~PjrtModel()
+{
+  if (!plugin_) return;
+  const PJRT_Api *api = plugin_->api();
+  for (auto &entry : executables_) {
+    auto destroy = args_of<PJRT_LoadedExecutable_Destroy_Args>();
+    destroy.executable = entry.second;
+    PJRT_Error *err = api->PJRT_LoadedExecutable_Destroy(&destroy);
+    if (err) {
+      auto d = args_of<PJRT_Error_Destroy_Args>();
+      d.error = err;
+      api->PJRT_Error_Destroy(&d);
+    }
+  }
+  if (client_) {
+    auto destroy = args_of<PJRT_Client_Destroy_Args>();
+    destroy.client = client_;
+    PJRT_Error *err = api->PJRT_Client_Destroy(&destroy);
+    if (err) {
+      auto d = args_of<PJRT_Error_Destroy_Args>();
+      d.error = err;
+      api->PJRT_Error_Destroy(&d);
+    }
+  }
+}
+
+std::pair<long, long> PjrtModel::bucket_for(long n_atoms, long n_edges) const
+{
+  auto ladder = padded_sizes(n_atoms, n_edges, file_.buckets);
+  if (executables_.empty() || executables_.count(ladder)) return ladder;
+  // Reuse a compiled bucket at most one rung larger in each dimension (ModelRunner.bucket_for).
+  int s = file_.buckets.steps_per_octave;
+  long n_max = ladder_ceil(ladder.first, s, 1) + 1, e_max = ladder_ceil(ladder.second + 1, s, 1);
+  long best_cost = -1;
+  std::pair<long, long> best = ladder;
+  for (const auto &entry : executables_) {
+    long n = entry.first.first, e = entry.first.second;
+    if (n_atoms + 1 <= n && n <= n_max && n_edges <= e && e <= e_max) {
+      long cost = 16 * n + e;  // an atom costs about as much as a dozen edges
+      if (best_cost < 0 || cost < best_cost) best_cost = cost, best = entry.first;
+    }
+  }
+  return best;
+}
+
+std::pair<long, long> PjrtModel::precompile(long n_atoms, long n_edges)
+{
+  auto bucket = bucket_for(n_atoms, n_edges);
+  executable(bucket.first, bucket.second);
+  return bucket;
+}
+
+std::vector<std::pair<long, long>> PjrtModel::buckets_seen() const
+{
+  std::vector<std::pair<long, long>> out;
+  for (const auto &entry : executables_) out.push_back(entry.first);
+  return out;
+}
+
+PJRT_LoadedExecutable *PjrtModel::executable(long n_pad, long e_pad)
+{
+  auto key = std::make_pair(n_pad, e_pad);
+  auto it = executables_.find(key);
+  if (it != executables_.end()) return it->second;
+  const PJRT_Api *api = plugin_->api();
+  auto t0 = std::chrono::steady_clock::now();
+  std::string cache_file;
+  if (!options_.cache_dir.empty() && make_dirs(options_.cache_dir))
+    cache_file = options_.cache_dir + "/" + cache_key_prefix_ + "-" + std::to_string(n_pad) + "x" +
+        std::to_string(e_pad) + ".bin";
+  PJRT_LoadedExecutable *loaded = nullptr;
+  if (!cache_file.empty()) {
+    std::string bytes = read_file(cache_file);
+    if (!bytes.empty()) {
+      auto load = args_of<PJRT_Executable_DeserializeAndLoad_Args>();
+      load.client = client_;
+      load.serialized_executable = bytes.data();
+      load.serialized_executable_size = bytes.size();
+      PJRT_Error *err = api->PJRT_Executable_DeserializeAndLoad(&load);
+      if (err) {  // a stale or foreign entry: compile instead
+        auto d = args_of<PJRT_Error_Destroy_Args>();
+        d.error = err;
+        api->PJRT_Error_Destroy(&d);
+      } else {
+        loaded = load.loaded_executable;
+        ++num_cache_loads_;
+      }
+    }
+  }
+  if (!loaded) {
+    std::string text = fill_template(template_, n_pad, e_pad);
+    auto program = args_of<PJRT_Program>();
+    program.code = text.data();
+    program.code_size = text.size();
+    program.format = "mlir";
+    program.format_size = 4;
+    auto compile = args_of<PJRT_Client_Compile_Args>();
+    compile.client = client_;
+    compile.program = &program;
+    compile.compile_options = compile_options_.data();
+    compile.compile_options_size = compile_options_.size();
+    plugin_->check(api->PJRT_Client_Compile(&compile),
+                   file_.path + ": the PJRT plugin '" + plugin_->library() + "' could not compile the model (exported "
+                   "by jax " + file_.jax_version + "; this plugin reads programs from jax 0.10 and older, see "
+                   "cpp/README.md). Re-export the model with a supported jax, or run it through Python (runtime python)");
+    loaded = compile.executable;
+    ++num_compilations_;
+    if (!cache_file.empty()) {
+      auto get = args_of<PJRT_LoadedExecutable_GetExecutable_Args>();
+      get.loaded_executable = loaded;
+      PJRT_Error *err = api->PJRT_LoadedExecutable_GetExecutable(&get);
+      if (!err) {
+        auto serialize = args_of<PJRT_Executable_Serialize_Args>();
+        serialize.executable = get.executable;
+        err = api->PJRT_Executable_Serialize(&serialize);
+        if (!err) {
+          write_file_atomically(cache_file, serialize.serialized_bytes, serialize.serialized_bytes_size);
+          if (serialize.serialized_executable_deleter)
+            serialize.serialized_executable_deleter(serialize.serialized_executable);
+        }
+        auto destroy = args_of<PJRT_Executable_Destroy_Args>();
+        destroy.executable = get.executable;
+        PJRT_Error *derr = api->PJRT_Executable_Destroy(&destroy);
+        if (derr) err = err ? err : derr;
+      }
+      if (err) {  // no cache entry: only the next start-up pays
+        auto d = args_of<PJRT_Error_Destroy_Args>();
+        d.error = err;
+        api->PJRT_Error_Destroy(&d);
+      }
+    }
+  }
+  compile_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  executables_[key] = loaded;
+  return loaded;
+}
+
+namespace {
+
+struct Buffers {
+  const PjrtPlugin *plugin;
+  std::vector<PJRT_Buffer *> list;
+  ~Buffers()
+  {
+    for (PJRT_Buffer *b : list) {
+      if (!b) continue;
+      auto destroy = args_of<PJRT_Buffer_Destroy_Args>();
+      destroy.buffer = b;
+      PJRT_Error *err = plugin->api()->PJRT_Buffer_Destroy(&destroy);
+      if (err) {
+        auto d = args_of<PJRT_Error_Destroy_Args>();
+        d.error = err;
+        plugin->api()->PJRT_Error_Destroy(&d);
+      }
+    }
+  }
+};
+
+void await_event(const PjrtPlugin &plugin, PJRT_Event *event, const char *what)
+{
+  if (!event) return;
+  auto wait = args_of<PJRT_Event_Await_Args>();
+  wait.event = event;
+  PJRT_Error *err = plugin.api()->PJRT_Event_Await(&wait);
+  auto destroy = args_of<PJRT_Event_Destroy_Args>();
+  destroy.event = event;
+  plugin.api()->PJRT_Event_Destroy(&destroy);
+  plugin.check(err, what);
+}
+
+}  // namespace
+
+void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const int *receivers, long n_edges,
+                         const int *species, const double *energy_mask, long n_atoms, double *atom_energies,
+                         double *edge_gradients)
+{
+  auto bucket = bucket_for(n_atoms, n_edges);
+  long n_pad = bucket.first, e_pad = bucket.second;
+  PJRT_LoadedExecutable *exe = executable(n_pad, e_pad);
+  const bool f64 = file_.dtype == "float64";
+  const size_t fsize = f64 ? 8 : 4;
+  auto store = [&](std::vector<char> &buf, size_t count, auto &&value) {
+    buf.resize(count * fsize);
+    for (size_t i = 0; i < count; ++i) {
+      double v = value(i);
+      if (f64) std::memcpy(buf.data() + 8 * i, &v, 8);
+      else {
+        float f = static_cast<float>(v);
+        std::memcpy(buf.data() + 4 * i, &f, 4);
+      }
+    }
+  };
+  const double pad = file_.padding_edge_length;
+  store(in_floats_, size_t(3 * e_pad), [&](size_t i) {
+    return long(i) < 3 * n_edges ? edge_vectors[i] : (i % 3 == 0 ? pad : 0.0);
+  });
+  store(in_mask_, size_t(n_pad), [&](size_t i) { return long(i) < n_atoms ? energy_mask[i] : 0.0; });
+  in_senders_.assign(size_t(e_pad), int(n_atoms));  // padding edges point at the first padding atom
+  in_receivers_.assign(size_t(e_pad), int(n_atoms));
+  std::memcpy(in_senders_.data(), senders, sizeof(int) * size_t(n_edges));
+  std::memcpy(in_receivers_.data(), receivers, sizeof(int) * size_t(n_edges));
+  in_species_.assign(size_t(n_pad), 0);
+  std::memcpy(in_species_.data(), species, sizeof(int) * size_t(n_atoms));
+
+  const PJRT_Api *api = plugin_->api();
+  PJRT_Buffer_Type ftype = f64 ? PJRT_Buffer_Type_F64 : PJRT_Buffer_Type_F32;
+  struct Input {
+    const void *data;
+    PJRT_Buffer_Type type;
+    std::vector<int64_t> dims;
+  };
+  const Input inputs[5] = {{in_floats_.data(), ftype, {e_pad, 3}},
+                           {in_senders_.data(), PJRT_Buffer_Type_S32, {e_pad}},
+                           {in_receivers_.data(), PJRT_Buffer_Type_S32, {e_pad}},
+                           {in_species_.data(), PJRT_Buffer_Type_S32, {n_pad}},
+                           {in_mask_.data(), ftype, {n_pad}}};
+  Buffers args{plugin_.get(), {}};
+  for (const Input &in : inputs) {
+    auto put = args_of<PJRT_Client_BufferFromHostBuffer_Args>();
+    put.client = client_;
+    put.data = in.data;
+    put.type = in.type;
+    put.dims = in.dims.data();
+    put.num_dims = in.dims.size();
+    put.host_buffer_semantics = PJRT_HostBufferSemantics_kImmutableUntilTransferCompletes;
+    put.device = device_;
+    plugin_->check(api->PJRT_Client_BufferFromHostBuffer(&put), "copying the model inputs to the device");
+    args.list.push_back(put.buffer);
+    await_event(*plugin_, put.done_with_host_buffer, "copying the model inputs to the device");
+  }
+  Buffers outputs{plugin_.get(), std::vector<PJRT_Buffer *>(2, nullptr)};
+  PJRT_Buffer *const *arg_list = args.list.data();
+  PJRT_Buffer **out_list = outputs.list.data();
+  PJRT_Event *done = nullptr;
+  auto options = args_of<PJRT_ExecuteOptions>();
+  auto run = args_of<PJRT_LoadedExecutable_Execute_Args>();
+  run.executable = exe;
+  run.options = &options;
+  run.argument_lists = &arg_list;
+  run.num_devices = 1;
+  run.num_args = args.list.size();
+  run.output_lists = &out_list;
+  run.device_complete_events = &done;
+  plugin_->check(api->PJRT_LoadedExecutable_Execute(&run), file_.path + ": running the model");
+  await_event(*plugin_, done, (file_.path + ": running the model").c_str());
+  out_energies_.resize(size_t(n_pad) * fsize);
+  out_gradients_.resize(size_t(3 * e_pad) * fsize);
+  std::vector<char> *targets[2] = {&out_energies_, &out_gradients_};
+  for (int k = 0; k < 2; ++k) {
+    auto fetch = args_of<PJRT_Buffer_ToHostBuffer_Args>();
+    fetch.src = outputs.list[size_t(k)];
+    fetch.dst = targets[k]->data();
+    fetch.dst_size = targets[k]->size();
+    plugin_->check(api->PJRT_Buffer_ToHostBuffer(&fetch), "copying the model outputs to the host");
+    await_event(*plugin_, fetch.event, "copying the model outputs to the host");
+  }
+  auto load = [&](const std::vector<char> &buf, size_t i) {
+    if (f64) {
+      double v;
+      std::memcpy(&v, buf.data() + 8 * i, 8);
+      return v;
+    }
+    float f;
+    std::memcpy(&f, buf.data() + 4 * i, 4);
+    return double(f);
+  };
+  for (long i = 0; i < n_atoms; ++i) atom_energies[i] = load(out_energies_, size_t(i));
+  for (long i = 0; i < 3 * n_edges; ++i) edge_gradients[i] = load(out_gradients_, size_t(i));
+}
+
+}  // namespace facet

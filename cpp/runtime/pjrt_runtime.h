@@ -1,0 +1,107 @@
+/* The Facet runtime without Python: a model file's StableHLO template compiled and
+ * run through XLA's PJRT C API (pjrt_c_api.h), one executable per shape bucket.
+ *
+ *   ModelFile file = ModelFile::read("model.hlo");
+ *   PjrtModel model(file, PjrtOptions{});                   // the plugin, the device
+ *   model.evaluate(edge_vectors, senders, receivers, n_edges, species, energy_mask,
+ *                  n_atoms, atom_energies, edge_gradients);  // export/README.md's contract
+ *
+ * Inputs are padded to the bucket of facet.buckets (a compiled bucket one rung larger is
+ * reused, as facet.runtime.ModelRunner does) and cast to the model's dtype; outputs come
+ * back in float64. Compiled executables are cached on disk (PjrtOptions::cache_dir). */
+#pragma once
+
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model_file.h"
+
+struct PJRT_Api;
+struct PJRT_Client;
+struct PJRT_Device;
+struct PJRT_Error;
+struct PJRT_LoadedExecutable;
+
+namespace facet {
+
+// The plugin, PJRT or a program failed; the message says which and what to do.
+struct PjrtError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct PjrtOptions {
+  std::string plugin;     // the PJRT plugin library; "" = FACET_PJRT_PLUGIN, else the one found at build time
+  std::string device = "cpu";  // "cpu" or "cuda": which template of the file and which plugin kind
+  std::string cache_dir;  // compiled executables; "" = $FACET_CACHE_DIR/pjrt or ~/.cache/facet/pjrt; "off" = none
+};
+
+// One loaded plugin library (dlopen + GetPjrtApi + PJRT_Plugin_Initialize), shared by models.
+class PjrtPlugin {
+ public:
+  static std::shared_ptr<PjrtPlugin> load(const std::string &library);
+  const PJRT_Api *api() const { return api_; }
+  const std::string &library() const { return library_; }
+  // Throws PjrtError("<what>: <PJRT's message>") when err is not null (and frees it).
+  void check(PJRT_Error *err, const std::string &what) const;
+
+ private:
+  const PJRT_Api *api_ = nullptr;
+  std::string library_;
+  void *handle_ = nullptr;
+};
+
+class PjrtModel {
+ public:
+  PjrtModel(const ModelFile &file, const PjrtOptions &options);
+  ~PjrtModel();
+  PjrtModel(const PjrtModel &) = delete;
+  PjrtModel &operator=(const PjrtModel &) = delete;
+
+  // Atom energies (n_atoms) and dE/d(edge vector) (n_edges x 3), float64, for edge vectors
+  // x_sender - x_receiver + shift (n_edges x 3), species indices into file().elements, and
+  // an energy mask (1 for atoms whose energy counts, 0 for ghosts).
+  void evaluate(const double *edge_vectors, const int *senders, const int *receivers, long n_edges,
+                const int *species, const double *energy_mask, long n_atoms, double *atom_energies,
+                double *edge_gradients);
+
+  // (padded atoms, padded edges) a system of this size runs in (ModelRunner.bucket_for's rule).
+  std::pair<long, long> bucket_for(long n_atoms, long n_edges) const;
+  // Compiles (or loads from the cache) the bucket for a system of this size; returns the bucket.
+  std::pair<long, long> precompile(long n_atoms, long n_edges);
+
+  const ModelFile &file() const { return file_; }
+  const std::string &plugin_library() const { return plugin_->library(); }
+  int num_compilations() const { return num_compilations_; }  // buckets compiled here (not cached)
+  int num_cache_loads() const { return num_cache_loads_; }
+  double compile_seconds() const { return compile_seconds_; }
+  std::vector<std::pair<long, long>> buckets_seen() const;
+
+ private:
+  PJRT_LoadedExecutable *executable(long n_pad, long e_pad);
+
+  ModelFile file_;
+  PjrtOptions options_;
+  std::shared_ptr<PjrtPlugin> plugin_;
+  PJRT_Client *client_ = nullptr;
+  PJRT_Device *device_ = nullptr;
+  std::string template_;
+  std::string compile_options_;
+  std::string cache_key_prefix_;
+  std::map<std::pair<long, long>, PJRT_LoadedExecutable *> executables_;
+  int num_compilations_ = 0;
+  int num_cache_loads_ = 0;
+  double compile_seconds_ = 0.0;
+  std::vector<char> in_floats_, in_mask_;  // staging in the model dtype
+  std::vector<int> in_senders_, in_receivers_, in_species_;
+  std::vector<char> out_energies_, out_gradients_;
+};
+
+// The plugin library used when none is given: $FACET_PJRT_PLUGIN, else the path found at
+// build time for this device kind ("" when there is none).
+std::string default_plugin_library(const std::string &device);
+
+}  // namespace facet
