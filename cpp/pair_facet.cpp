@@ -4,7 +4,7 @@
 
 #include "runtime/assemble.h"
 
-#include "python_bridge.h"
+#include "model_runner.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -98,7 +98,7 @@ void PairFacet::check_collective(const std::string &local_error)
 }
 
 /* ----------------------------------------------------------------------
-   pair_style facet MODEL [graph auto|folded|ghost]
+   pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|ghost]
 ------------------------------------------------------------------------- */
 
 void PairFacet::settings(int narg, char **arg)
@@ -108,11 +108,28 @@ void PairFacet::settings(int narg, char **arg)
                "Pair style facet requires 'units metal' (Facet models use eV and Angstrom); "
                "this input uses 'units {}'",
                update->unit_style);
-  if (narg < 1) error->all(FLERR, "Illegal pair_style facet command: expected 'pair_style facet MODEL [graph auto|folded|ghost]'");
+  if (narg < 1)
+    error->all(FLERR, "Illegal pair_style facet command: expected 'pair_style facet MODEL [runtime pjrt|python] "
+                      "[device cpu|cuda] [plugin PATH] [graph auto|folded|ghost]'");
 
   GraphMode request = GRAPH_AUTO;
+  FacetMD::RunnerOptions options;
   for (int iarg = 1; iarg < narg; iarg += 2) {
-    if (strcmp(arg[iarg], "graph") == 0) {
+    if (strcmp(arg[iarg], "runtime") == 0) {
+      if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style facet runtime", error);
+      options.runtime = arg[iarg + 1];
+      if (options.runtime != "pjrt" && options.runtime != "python")
+        error->all(FLERR, "Illegal pair_style facet runtime '{}': use pjrt (no Python, the default) or python",
+                   arg[iarg + 1]);
+    } else if (strcmp(arg[iarg], "device") == 0) {
+      if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style facet device", error);
+      options.device = arg[iarg + 1];
+      if (options.device != "cpu" && options.device != "cuda")
+        error->all(FLERR, "Illegal pair_style facet device '{}': use cpu or cuda", arg[iarg + 1]);
+    } else if (strcmp(arg[iarg], "plugin") == 0) {
+      if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style facet plugin", error);
+      options.plugin = arg[iarg + 1];
+    } else if (strcmp(arg[iarg], "graph") == 0) {
       if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style facet graph", error);
       if (strcmp(arg[iarg + 1], "auto") == 0)
         request = GRAPH_AUTO;
@@ -128,16 +145,18 @@ void PairFacet::settings(int narg, char **arg)
     }
   }
   graph_request = request;
+  if (options.runtime == "python" && (options.device != "cpu" || !options.plugin.empty()))
+    error->all(FLERR, "Pair style facet: 'device' and 'plugin' apply to the PJRT runtime, not to 'runtime python'");
 
   const std::string spec = arg[0];
-  if (model && spec == model_spec) return;    // same model: keep it
+  const std::string key = spec + "\n" + options.runtime + "\n" + options.device + "\n" + options.plugin;
+  if (model && key == model_spec) return;    // same model and runtime: keep it
 
   model.reset();
   model_spec.clear();
-  std::string failure, interpreter;
+  std::string failure;
   try {
-    interpreter = FacetMD::ensure_python();
-    model.reset(new FacetMD::PythonModel(spec));
+    model = FacetMD::open_model(spec, options);
   } catch (std::exception &e) {
     failure = e.what();
     model.reset();
@@ -157,14 +176,14 @@ void PairFacet::settings(int narg, char **arg)
   }
   check_collective(failure);
 
-  model_spec = spec;
+  model_spec = key;
   model_cutoff = model->info().cutoff;
   model_layers = model->info().num_layers;
   if (comm->me == 0)
     utils::logmesg(lmp, "Facet model {}: {}\n  elements: {}; cutoff {} A; {} message-passing "
-                        "layers; {}\n  using {}\n",
+                        "layers; {}\n",
                    spec, model->info().description, join(model->info().elements),
-                   model_cutoff, model_layers, model->info().dtype, interpreter);
+                   model_cutoff, model_layers, model->info().dtype);
 
   // a new model invalidates the element mapping
   if (allocated) {

@@ -1,10 +1,12 @@
 /* Facet-MD: LAMMPS pair style `facet` (a JAX-exported Facet model).
  *
- *   pair_style facet MODEL [graph auto|folded|ghost]
+ *   pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|ghost]
  *   pair_coeff * * El1 El2 ...        (one element symbol or NULL per atom type)
  *
  * MODEL is a Facet model file (or a `python:MODULE:CALLABLE[:ARG]` runner
- * factory, see facet/lammps_bridge.py).  `graph` selects how the neighbour
+ * factory, see facet/lammps_bridge.py).  `runtime` (model_runner.h): pjrt
+ * (default; no Python) or python (embedded interpreter).  `device` and `plugin`
+ * choose the PJRT device kind and plugin library.  `graph` selects how the neighbour
  * list becomes the model's graph (see graph_builder.h): `folded` (one MPI
  * rank; ghost neighbours folded onto their owned atoms), `ghost` (ghost atoms
  * are graph nodes with zero energy mask; needs `comm_modify cutoff` >=
@@ -23,7 +25,7 @@
 #include <vector>
 
 namespace FacetMD {
-class PythonModel;
+class ModelRunner;
 }
 
 namespace LAMMPS_NS {
@@ -46,8 +48,8 @@ class PairFacet : public Pair {
  protected:
   enum GraphMode { GRAPH_AUTO, GRAPH_FOLDED, GRAPH_GHOST };
 
-  std::unique_ptr<FacetMD::PythonModel> model;
-  std::string model_spec;
+  std::unique_ptr<FacetMD::ModelRunner> model;
+  std::string model_spec;    // the model and its runtime options: a repeated pair_style keeps the model
   GraphMode graph_request;
   bool ghost_nodes;       // current run uses the GHOST node layout
   double model_cutoff;    // Å

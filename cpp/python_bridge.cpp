@@ -207,7 +207,7 @@ struct PythonModel::Impl {
 
 PythonModel::PythonModel(const std::string &spec) : impl_(new Impl)
 {
-  ensure_python();
+  const std::string interpreter = ensure_python();
   py::gil_scoped_acquire gil;
   try {
     py::module_ bridge;
@@ -226,7 +226,7 @@ PythonModel::PythonModel(const std::string &spec) : impl_(new Impl)
     info_.cutoff = h.attr("cutoff").cast<double>();
     info_.num_layers = h.attr("num_layers").cast<int>();
     info_.dtype = h.attr("dtype").cast<std::string>();
-    info_.description = h.attr("description").cast<std::string>();
+    info_.description = h.attr("description").cast<std::string>() + "; Python runtime, " + interpreter;
   } catch (py::error_already_set &err) {
     std::string msg = describe(err);
     impl_->handle = py::object();
@@ -278,3 +278,14 @@ void PythonModel::compute(const double *edge_vectors, const int32_t *senders,
 }
 
 }    // namespace FacetMD
+
+extern "C" __attribute__((visibility("default"))) FacetMD::ModelRunner *facet_open_python_runner(const char *spec,
+                                                                                               std::string *error)
+{
+  try {
+    return new FacetMD::PythonModel(spec);
+  } catch (const std::exception &e) {
+    *error = e.what();
+    return nullptr;
+  }
+}

@@ -1,6 +1,9 @@
-/* Facet-MD: runtime bridge between the LAMMPS pair style and the Python model.
+/* Facet-MD: the Python runtime of the pair style (`runtime python`, and every
+ * `python:MODULE:CALLABLE[:ARG]` runner factory).
  *
- * This is the only translation unit that includes Python.h / pybind11.  It
+ * Built into its own library, facet_python_runner.so, which the plugin loads only when
+ * this runtime is asked for, so that the default runtime maps no libpython.  It is the
+ * only translation unit that includes Python.h / pybind11.  It
  *  - starts the embedded interpreter once per process (or attaches to the
  *    running one when LAMMPS is driven from Python), and never finalises it;
  *  - loads a model through `facet.lammps_bridge.load(spec)`;
@@ -18,26 +21,20 @@
 #include <string>
 #include <vector>
 
+#include "model_runner.h"
+
 namespace FacetMD {
 
-class BridgeError : public std::runtime_error {
+class BridgeError : public RunnerError {
  public:
-  explicit BridgeError(const std::string &msg) : std::runtime_error(msg) {}
+  explicit BridgeError(const std::string &msg) : RunnerError(msg) {}
 };
 
 // Start the embedded interpreter if this process has none yet.  Returns a
 // one-line description of the interpreter in use (for the LAMMPS log).
 std::string ensure_python();
 
-struct ModelInfo {
-  std::vector<std::string> elements;    // model element order; species index = position
-  double cutoff = 0.0;                  // Å
-  int num_layers = 0;                   // message-passing layers
-  std::string dtype;                    // "float32" or "float64"
-  std::string description;              // one line for the log
-};
-
-class PythonModel {
+class PythonModel : public ModelRunner {
  public:
   // Loads the model named by `spec` (a model file path, or a
   // `python:MODULE:CALLABLE[:ARG]` factory; see facet/lammps_bridge.py).
@@ -46,7 +43,7 @@ class PythonModel {
   PythonModel(const PythonModel &) = delete;
   PythonModel &operator=(const PythonModel &) = delete;
 
-  const ModelInfo &info() const { return info_; }
+  const ModelInfo &info() const override { return info_; }
 
   // Evaluate the model on one graph (see export/README.md for the contract).
   //   edge_vectors: 3*nedges doubles, senders/receivers: nedges ints,
@@ -55,7 +52,7 @@ class PythonModel {
   void compute(const double *edge_vectors, const int32_t *senders, const int32_t *receivers,
                int64_t nedges, const int32_t *species, const double *energy_mask,
                int64_t nnodes, std::vector<double> &atom_energies,
-               std::vector<double> &de_dedge);
+               std::vector<double> &de_dedge) override;
 
  private:
   struct Impl;

@@ -197,14 +197,15 @@ class StandInRunner:
 
 def export_standin(path, config: StandInConfig) -> str:
     """Write the stand-in as a real Facet model file (facet.export + facet.modelfile)."""
-    from facet import export, modelfile
+    from facet import export, modelfile, pjrt_program
 
     exported = export.export_program(standin_function(config), config.dtype)
     header = export.make_header(
         elements=STANDIN_ELEMENTS, cutoff=config.cutoff, num_layers=config.num_layers,
         dtype=config.dtype, info={"note": "analytic stand-in for the LAMMPS tests"},
     )
-    modelfile.save_model_file(path, exported, header)
+    # with the PJRT program: the pair style's default runtime runs it without Python
+    modelfile.save_model_file(path, exported, header, pjrt_program.sections(exported))
     return str(path)
 
 

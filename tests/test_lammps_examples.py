@@ -28,6 +28,7 @@ from lammps_support import (
     StandInConfig,
     lmp_exe,
     plugin_path,
+    real_lmp_exe,
     standin_model_file,
     subprocess_env,
     write_lammps_data,
@@ -102,6 +103,36 @@ def run_example(name, workdir, *extra, timeout=120):
     for row in rows:
         assert all(math.isfinite(v) for v in row.values()), row
     return proc.stdout, rows
+
+
+@needs_shipped_model
+def test_nvt_example_maps_no_python(example_tree):
+    """The default runtime (PJRT) runs in.nvt with no libpython in the lmp process: the
+    wheel's binary started directly, as a cluster job runs it, its /proc maps sampled
+    while it runs."""
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["LAMMPS_PLUGIN_PATH"] = os.path.dirname(plugin_path())
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(Path(sys.prefix) / "lib"),
+                                                           env.get("LD_LIBRARY_PATH", "")]))
+    proc = subprocess.Popen([real_lmp_exe(), "-in", "in.nvt", "-var", "steps", "100", "-var", "thermo", "50"],
+                            cwd=example_tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    mapped = set()
+    while proc.poll() is None:
+        try:
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        except OSError:
+            break
+        mapped.update(os.path.basename(line.split()[-1]) for line in maps.splitlines() if "/" in line)
+        time.sleep(0.01)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert "PJRT runtime" in out and "Total wall time" in out
+    assert "facetplugin.so" in mapped and "xla_cpu_pjrt.so" in mapped, sorted(mapped)  # sampled while it ran
+    assert not [name for name in mapped if "libpython" in name], sorted(mapped)
 
 
 @needs_shipped_model

@@ -411,10 +411,39 @@ def _inspect_main(argv) -> int:
     return inspect(args.model, as_json=args.json)
 
 
+def upgrade(source, output) -> dict[str, Any]:
+    """Rewrite a model file in the current format with the PJRT sections, from its own jax
+    program (no checkpoint needed); the header's model description and training notes stay."""
+    from facet import pjrt_program
+
+    header, exported = modelfile.load_model_file(source)
+    for key in ("format_version", "payload_sha256", "payload_bytes", "sections"):
+        header.pop(key, None)
+    return modelfile.save_model_file(output, exported, header, pjrt_program.sections(exported))
+
+
+def _upgrade_main(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m facet.export upgrade",
+        description="Rewrite a model file (format 1) in the current format, adding the PJRT program that "
+        "pair_style facet runs without Python. Uses the file's own program: no checkpoint needed.")
+    p.add_argument("model", help="model file to read")
+    p.add_argument("-o", "--output", required=True, help="model file to write (may be the same path)")
+    args = p.parse_args(argv)
+    try:
+        header = upgrade(args.model, args.output)
+    except (FacetError, FileNotFoundError) as e:
+        return exit_with(e)
+    print(describe(header, args.output))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "inspect":
         return _inspect_main(argv[1:])
+    if argv and argv[0] == "upgrade":
+        return _upgrade_main(argv[1:])
     if argv and argv[0] == "export":
         argv = argv[1:]
     try:

@@ -1,0 +1,60 @@
+/* Facet-MD: the pair style's view of a model, whichever runtime runs it.
+ *
+ *   runtime pjrt   (default) the model file's StableHLO program through a PJRT plugin
+ *                  (runtime/pjrt_runtime.h): no Python in the process;
+ *   runtime python the file's jax program through an embedded interpreter
+ *                  (python_bridge.h, in its own library facet_python_runner.so, loaded
+ *                  only then); also every `python:MODULE:CALLABLE[:ARG]` runner factory.
+ */
+#ifndef FACET_MODEL_RUNNER_H
+#define FACET_MODEL_RUNNER_H
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace FacetMD {
+
+// A model that cannot be opened or run; the message is meant for the user.
+class RunnerError : public std::runtime_error {
+ public:
+  explicit RunnerError(const std::string &msg) : std::runtime_error(msg) {}
+};
+
+struct ModelInfo {
+  std::vector<std::string> elements;    // model element order; species index = position
+  double cutoff = 0.0;                  // Å
+  int num_layers = 0;                   // message-passing layers
+  std::string dtype;                    // "float32" or "float64"
+  std::string description;              // one line for the log
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+  virtual const ModelInfo &info() const = 0;
+  // One evaluation (export/README.md's contract): edge_vectors 3*nedges doubles,
+  // senders/receivers nedges ints, species nnodes ints, energy_mask nnodes doubles.
+  // On return atom_energies has nnodes entries and de_dedge 3*nedges.
+  virtual void compute(const double *edge_vectors, const int32_t *senders, const int32_t *receivers,
+                       int64_t nedges, const int32_t *species, const double *energy_mask, int64_t nnodes,
+                       std::vector<double> &atom_energies, std::vector<double> &de_dedge) = 0;
+};
+
+struct RunnerOptions {
+  std::string runtime = "pjrt";    // "pjrt" or "python"
+  std::string device = "cpu";      // pjrt: "cpu" or "cuda"
+  std::string plugin;              // pjrt: plugin library ("" = the installed one)
+};
+
+// Opens `spec` (a model file, or a `python:...` factory, which always runs in Python).
+std::unique_ptr<ModelRunner> open_model(const std::string &spec, const RunnerOptions &options);
+
+}    // namespace FacetMD
+
+// Exported by facet_python_runner.so: a Python runner for `spec`, or nullptr with *error set.
+extern "C" FacetMD::ModelRunner *facet_open_python_runner(const char *spec, std::string *error);
+
+#endif
