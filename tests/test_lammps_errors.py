@@ -61,7 +61,54 @@ def expect_error(tmp_path, text, *fragments, np_=1, timeout=120):
 
 def test_missing_model_file(tmp_path, data_file):
     expect_error(tmp_path, lmp_input(data_file, pair_style="no/such/model.hlo"),
+                 "cannot load model 'no/such/model.hlo'", "no such model file", "python -m facet.export")
+    expect_error(tmp_path, lmp_input(data_file, pair_style="no/such/model.hlo runtime python"),
                  "cannot load model 'no/such/model.hlo'", "model file not found")
+
+
+def _rewritten(src, dst, *, version=None, sections=None, header_update=None):
+    import struct
+
+    from facet import modelfile
+
+    header, payload = modelfile._parse(src, open(src, "rb").read(), verify_payload=True)
+    header.update(header_update or {})
+    parts = modelfile.split_sections(header, payload)
+    data = bytearray(modelfile.build_file_bytes(header, sections(parts) if sections else parts))
+    if version is not None:
+        struct.pack_into("<I", data, 8, version)
+    dst.write_bytes(bytes(data))
+    return str(dst)
+
+
+def test_pjrt_runtime_errors(tmp_path, data_file):
+    """The default runtime's failures: each a LAMMPS ERROR naming the fix, never a crash."""
+    model = standin_model_file(CONFIG)
+    newer = _rewritten(model, tmp_path / "v9.hlo", version=9)
+    expect_error(tmp_path, lmp_input(data_file, pair_style=newer),
+                 "unsupported Facet model format version 9", "upgrade facet-md")
+
+    def broken(parts):
+        parts["stablehlo_template:cpu"] = parts["stablehlo_template:cpu"].replace(b"stablehlo.", b"stablehlo.x", 1)
+        return parts
+
+    unreadable = _rewritten(model, tmp_path / "broken.hlo", sections=broken)
+    expect_error(tmp_path, lmp_input(data_file, pair_style=unreadable),
+                 "model evaluation failed", "could not compile the model", "runtime python")
+    expect_error(tmp_path, lmp_input(data_file, pair_style=f"{model} plugin /no/such/pjrt_plugin.so"),
+                 "cannot load the PJRT plugin '/no/such/pjrt_plugin.so'", "pip install xla-cpu-pjrt")
+    gpu_only = _rewritten(model, tmp_path / "gpu.hlo", sections=lambda p: {
+        "jax_export": p["jax_export"], "stablehlo_template:cuda": p["stablehlo_template:cpu"],
+        "xla_compile_options": p["xla_compile_options"]}, header_update={"platforms": ["cuda"]})
+    expect_error(tmp_path, lmp_input(data_file, pair_style=gpu_only),
+                 "no cpu program in this model file (exported for cuda)", "--platforms cuda,cpu")
+    no_pjrt = _rewritten(model, tmp_path / "nopjrt.hlo", sections=lambda p: {"jax_export": p["jax_export"]})
+    expect_error(tmp_path, lmp_input(data_file, pair_style=no_pjrt), "no program for runtimes without Python",
+                 "python -m facet.export upgrade", "runtime python")
+    expect_error(tmp_path, lmp_input(data_file, pair_style=f"{model} runtime jax"),
+                 "runtime 'jax': use pjrt (no Python, the default) or python")
+    expect_error(tmp_path, lmp_input(data_file, pair_style=f"{model} runtime python device cuda"),
+                 "apply to the PJRT runtime")
 
 
 @pytest.mark.parametrize("content", [b"this is not a Facet model\x00\x01", b""])

@@ -3,6 +3,7 @@ assembly) against the jax runtime and the JAX force/virial reference, and its er
 
 import struct
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_errors_name_the_problem_and_the_fix(model_file, tmp_path):
     with pytest.raises(ModelFileError, match="format version 3.*upgrade facet-md"):
         _pjrt.Model(_rewrite(model_file, tmp_path / "v3.hlo", version=3))
     only_jax = _rewrite(model_file, tmp_path / "nopjrt.hlo", sections=lambda s: {"jax_export": s["jax_export"]})
-    with pytest.raises(ModelFileError, match="no cpu program.*--platforms"):
+    with pytest.raises(ModelFileError, match="no program for runtimes without Python.*facet.export upgrade"):
         _pjrt.Model(only_jax)
     with pytest.raises(RuntimeSetupError, match="cannot load the PJRT plugin '/nonexistent/plugin.so'.*pip install"):
         _pjrt.Model(str(model_file), plugin="/nonexistent/plugin.so")
@@ -121,7 +122,45 @@ def test_format_1_files_get_a_clear_message(model_file, tmp_path):
     old.write_bytes(struct.pack("<8sIIQQ32s", b"FACETMD\0", 1, 0, len(header_bytes), len(program),
                                 hashlib.sha256(header_bytes).digest()) + header_bytes + program)
     assert modelfile.load_model_file(old)[0]["format_version"] == 1  # the Python runtime still reads it
-    with pytest.raises(ModelFileError, match="format 1.*no program for runtimes without Python.*runtime python"):
+    with pytest.raises(ModelFileError, match="format 1.*no program for runtimes without Python.*upgrade"):
         _pjrt.Model(str(old))
     export.upgrade(old, tmp_path / "v2.hlo")  # python -m facet.export upgrade
     assert _pjrt.Model(str(tmp_path / "v2.hlo")).elements == ["O", "Si"]
+
+
+def pair_toy(edge_vectors, senders, receivers, species, energy_mask):
+    """A pair energy per receiving atom with the model-file contract (cheap to compile)."""
+
+    def total(v):
+        d = jnp.sqrt(jnp.sum(v**2, axis=-1))
+        pair = jnp.where(d < 3.0, (1.0 - d / 3.0) ** 3, 0.0) * (1.0 + species[receivers])
+        atoms = jax.ops.segment_sum(pair, receivers, num_segments=species.shape[0])
+        return jnp.sum(atoms * energy_mask), atoms
+
+    g, atoms = jax.grad(total, has_aux=True)(edge_vectors)
+    return atoms, g
+
+
+@pytest.mark.parametrize("platforms", [("cpu", "cuda"), ("cuda",)])
+def test_models_exported_for_several_platforms(tmp_path, platforms):
+    from facet import pjrt_program
+
+    exported = export.export_program(pair_toy, "float64", platforms)
+    header = export.make_header(elements=("H", "O"), cutoff=3.0, num_layers=1, dtype="float64")
+    path = tmp_path / "multi.hlo"
+    modelfile.save_model_file(path, exported, header, pjrt_program.sections(exported))
+    assert [s["name"] for s in modelfile.read_header(path)["sections"]] == [
+        "jax_export", *[f"stablehlo_template:{p}" for p in platforms], "xla_compile_options"]
+    if "cpu" not in platforms:
+        with pytest.raises(ModelFileError, match=r"no cpu program in this model file \(exported for cuda\).*"
+                                                 r"--platforms cuda,cpu"):
+            _pjrt.Model(str(path))
+        return
+    rng = np.random.default_rng(1)
+    n, e = 6, 30
+    inputs = (rng.normal(size=(e, 3)) * 2.0, rng.integers(0, n, e).astype(np.int32),
+              rng.integers(0, n, e).astype(np.int32), rng.integers(0, 2, n).astype(np.int32), np.ones(n))
+    got = _pjrt.Model(str(path), cache_dir="off")(*inputs)
+    want = pair_toy(*(jnp.asarray(x) for x in inputs))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-12)

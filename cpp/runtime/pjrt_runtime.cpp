@@ -198,13 +198,15 @@ PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(
 {
   const std::string section = "stablehlo_template:" + options.device;
   if (!file.has_section(section)) {
-    if (file.format_version < 2 || !file.header.has("sections"))
-      throw ModelFileError(file.path + ": this model file (format " + std::to_string(file.format_version) +
-                           ") has no program for runtimes without Python. Re-export it with "
-                           "`python -m facet.export CHECKPOINT -o model.hlo` (facet-md 0.2 or newer), or run it "
-                           "through Python (pair_style facet ... runtime python).");
     std::string platforms;
-    for (const auto &p : file.platforms) platforms += (platforms.empty() ? "" : ",") + p;
+    for (const auto &entry : file.sections)
+      if (entry.first.rfind("stablehlo_template:", 0) == 0)
+        platforms += (platforms.empty() ? "" : ",") + entry.first.substr(19);
+    if (platforms.empty())
+      throw ModelFileError(file.path + ": this model file (format " + std::to_string(file.format_version) +
+                           ") has no program for runtimes without Python. Add one with `python -m facet.export "
+                           "upgrade " + file.path + " -o model.hlo` (or export without --no-pjrt), or run it "
+                           "through Python (pair_style facet ... runtime python).");
     throw ModelFileError(file.path + ": no " + options.device + " program in this model file (exported for " +
                          platforms + "). Re-export it with `python -m facet.export CHECKPOINT -o model.hlo "
                          "--platforms " + platforms + "," + options.device + "`.");
