@@ -152,6 +152,9 @@ std::shared_ptr<PjrtPlugin> PjrtPlugin::load(const std::string &library)
   std::lock_guard<std::mutex> lock(mutex);
   if (auto existing = loaded[library].lock()) return existing;
   if (library.empty()) throw PjrtError(std::string("no PJRT plugin library found: ") + INSTALL_HINT);
+  // XLA logs benign ERROR lines while compiling (e.g. "Unsupported fusion type" from its
+  // library matcher); real failures come back as PJRT errors. Quiet unless the user chose a level.
+  setenv("TF_CPP_MIN_LOG_LEVEL", "3", 0);
   void *handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char *why = dlerror();
