@@ -7,7 +7,7 @@ STAMP := $(VENV)/.facet-installed
 .PHONY: install demo lint test test-slow test-all peer-envs test-peers bench bench-peers clean
 
 # Create the venv and install Facet (building the LAMMPS plugin) with its test tools.
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp/*)
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp/*) $(wildcard cpp/runtime/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
