@@ -27,6 +27,7 @@ def main(argv=None):
     p.add_argument("--cutoff", type=float, default=None,
                    help="r_max in Å (default: the config's r_max_init); use the trained model's cutoff")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--platforms", default="cpu", help="comma-separated, e.g. cpu,cuda")
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args(argv)
 
@@ -51,6 +52,7 @@ def main(argv=None):
         lambda path, x: rng.normal(0.0, 0.3, x.shape).astype(x.dtype)
         if "layer_scale" in jax.tree_util.keystr(path) else x, params)
     header = export.export_model(cfg, params, args.output, dtype=args.dtype,
+                                 platforms=tuple(p.strip() for p in args.platforms.split(",")),
                                  info={"weights": "random (timing only)", "elements": list(args.elements)})
     print(export.describe(header, args.output))
 
