@@ -164,3 +164,20 @@ def test_models_exported_for_several_platforms(tmp_path, platforms):
     want = pair_toy(*(jnp.asarray(x) for x in inputs))
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-12)
+
+
+def test_buckets_follow_the_python_runtime(tmp_path):
+    """The C++ runtime picks the same bucket as facet.runtime.ModelRunner for every call."""
+    from facet import pjrt_program
+    from facet.runtime import ModelRunner
+
+    exported = export.export_program(pair_toy, "float64", ("cpu",))
+    header = export.make_header(elements=("H", "O"), cutoff=3.0, num_layers=1, dtype="float64")
+    path = tmp_path / "toy.hlo"
+    modelfile.save_model_file(path, exported, header, pjrt_program.sections(exported))
+    cpp, py = _pjrt.Model(str(path), cache_dir="off"), ModelRunner(str(path))
+    for n, e in [(12, 100), (12, 97), (12, 113), (12, 90), (12, 40), (100, 3000), (80, 2900), (7, 64)]:
+        assert cpp.bucket_for(n, e) == py.bucket_for(n, e), (n, e)
+        cpp.precompile(n, e)
+        py.precompile(n, e)
+    assert sorted(cpp.shapes_seen) == sorted(py.shapes_seen)
