@@ -314,11 +314,12 @@ def step_water(args):
         run(cmd, env=env, log_file=out / f"{label}.log", check=False)
 
 
-def speed_models(random_facet: bool):
+def speed_models(random_facet: bool, only: str | None = None):
     facet = MODELS / ("facet-small-random.hlo" if random_facet else "facet-small-si.hlo")
-    return [("facet-small", "facet", "peers", facet)] + [
+    models = [("facet-small", "facet", "peers", facet)] + [
         (label, name, venv, None) for label, name, venv in ZERO_SHOT] + [
         ("mace-mp-small-arch", "mace-mp-small-arch", "mace", None)]
+    return [m for m in models if only is None or m[0] in only.split(",")]
 
 
 def timing(label, name, venv, path, structures, mode, out_json, *, repeats=None, only=None, time_limit=600):
@@ -338,10 +339,10 @@ def timing(label, name, venv, path, structures, mode, out_json, *, repeats=None,
 def step_speed(args):
     SPEED.mkdir(parents=True, exist_ok=True)
     si_sets = ["si_64", "si_512"] + ([] if args.quick else ["si_4096"])
-    for label, name, venv, path in speed_models(random_facet=False):
+    for label, name, venv, path in speed_models(random_facet=False, only=args.models):
         timing(label, name, venv, path, [STRUCTURES / f"{s}.extxyz" for s in si_sets], "calls",
                SPEED / f"calls_si_{label}.json", repeats=3 if args.quick else 5)
-    for label, name, venv, path in speed_models(random_facet=True):
+    for label, name, venv, path in speed_models(random_facet=True, only=args.models):
         timing(label, name, venv, path, [STRUCTURES / "multi.extxyz"], "calls",
                SPEED / f"calls_multi_{label}.json", repeats=3 if args.quick else 5)
     sizes = "64,512" if args.quick else "64,512,4096"
@@ -355,7 +356,7 @@ def step_relax(args):
     only = args.relax_only.split(",") if args.relax_only else None
     if args.quick:
         only = ["Si_diamond_8", "NaCl_rocksalt_8"]
-    for label, name, venv, path in speed_models(random_facet=True):
+    for label, name, venv, path in speed_models(random_facet=True, only=args.models):
         cmd_out = SPEED / f"relax_{label}.json"
         timing(label, name, venv, path, [STRUCTURES / "relax.extxyz"], "relax", cmd_out, only=only)
 
@@ -365,7 +366,7 @@ def step_scaling(args):
     # Facet over the whole range; the peers up to 1,728 atoms here (their 4,096-atom point
     # comes from the speed step; the report merges both), which keeps the step short.
     small = ["Si_diamond_64", "Si_diamond_216", "Si_diamond_512", "Si_diamond_1000", "Si_diamond_1728"]
-    for label, name, venv, path in speed_models(random_facet=False):
+    for label, name, venv, path in speed_models(random_facet=False, only=args.models):
         only = None if label == "facet-small" and not args.quick else small[:3 if args.quick else 5]
         timing(label, name, venv, path, [STRUCTURES / "si_scaling.extxyz"], "calls",
                SPEED / f"scaling_{label}.json", repeats=3, only=only, time_limit=300 if args.quick else 900)
@@ -391,6 +392,8 @@ def main(argv=None):
     p.add_argument("--long-minutes", type=float, default=60.0, help="Facet and MACE training budget")
     p.add_argument("--short-minutes", type=float, default=20.0, help="Nequix and SevenNet training budget")
     p.add_argument("--water-minutes", type=float, default=20.0, help="training budget of each water run")
+    p.add_argument("--models", metavar="LABELS",
+                   help="speed, relax, scaling: only these models (e.g. facet-small,sevennet-0,mace-mp-small-arch)")
     p.add_argument("--jobs", metavar="NAMES",
                    help="train step: comma-separated training jobs to run (default: all; see train_jobs)")
     p.add_argument("--relax-only", metavar="NAMES",
