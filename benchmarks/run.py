@@ -216,7 +216,7 @@ def step_train(args):
             if rc != 0:
                 failed.append(f"{name} (return code {rc}, see {(out / 'run.log').relative_to(ROOT)})")
 
-    threads = [threading.Thread(target=worker, args=(core,)) for core in (0, 1)]
+    threads = [threading.Thread(target=worker, args=(core,)) for core in args.cores]
     for t in threads:
         t.start()
     for t in threads:
@@ -392,6 +392,8 @@ def main(argv=None):
     p.add_argument("--long-minutes", type=float, default=60.0, help="Facet and MACE training budget")
     p.add_argument("--short-minutes", type=float, default=20.0, help="Nequix and SevenNet training budget")
     p.add_argument("--water-minutes", type=float, default=20.0, help="training budget of each water run")
+    p.add_argument("--cores", type=lambda s: [int(c) for c in s.split(",")], default=[0, 1],
+                   help="train step: the cores to run jobs on, one job per core at a time (default 0,1)")
     p.add_argument("--models", metavar="LABELS",
                    help="speed, relax, scaling: only these models (e.g. facet-small,sevennet-0,mace-mp-small-arch)")
     p.add_argument("--jobs", metavar="NAMES",

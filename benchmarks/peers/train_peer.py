@@ -80,13 +80,15 @@ NEQUIX_STARTUP_S_1THREAD = 90.0
 NEQUIX_EPOCH_S_1THREAD = 115.0
 # Used only to place MACE's stage two (start_swa: auto) at 3/4 of the epochs expected in
 # the budget: start-up (data, statistics, first validation) and one epoch (batch 10) on
-# one core, on the slow side of what was measured (~95 s; 390-450 s an epoch), so that
-# stage two does start within the budget.
+# one core, on the slow side of what was measured (~95 s start-up; epochs took 390-450 s
+# with mace-torch and torch of an earlier run, 200 s with the pinned ones now), so that stage
+# two does start within the budget. Too slow a value starts stage two far too early: at 450 s
+# a 60-minute run switched to the energy-heavy stage at 17 minutes, a third of the way in.
 MACE_STARTUP_S_1THREAD = 100.0
 # The epoch times above are for the Si training split. Another data set scales them by its
 # graph size (atoms + directed edges within the peer's cutoff) over the Si split's at 5 A.
 SI_TRAIN_GRAPH_SIZE = 797_837
-MACE_EPOCH_S_1THREAD = 450.0
+MACE_EPOCH_S_1THREAD = 210.0
 
 METRIC_NOTES = {
     "mace": "MACE's own validation metrics (results/*_train.txt, mode=eval): mae_e_per_atom = "
