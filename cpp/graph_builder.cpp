@@ -65,70 +65,17 @@ bool GraphBuilder::map_owners(const AtomData &atoms)
   return true;
 }
 
-bool GraphBuilder::build_folded(const AtomData &atoms, const NeighborData &neigh,
-                                const std::vector<int> &type2species, double cutoff,
-                                Graph &graph)
+// The one edge loop of both layouts: every centre i of the neighbour list that this style
+// handles (i < ncentres in list order), every neighbour j within the cutoff; node_of maps
+// the neighbour to its graph node (the identity, or its owner when folding), -1 = unmappable.
+template <typename NodeOf>
+bool GraphBuilder::collect_edges(const AtomData &atoms, const NeighborData &neigh, int ncentres,
+                                 const std::vector<int> &type2species, double cutoff, NodeOf node_of,
+                                 Graph &graph)
 {
-  if (!map_owners(atoms)) return false;
   const double cutsq = cutoff * cutoff;
-  int64_t guess = 0;
-  for (int ii = 0; ii < neigh.inum; ++ii) guess += neigh.numneigh[neigh.ilist[ii]];
-  reset(graph, atoms.nlocal, guess / 2 + 16);
-
-  for (int i = 0; i < atoms.nlocal; ++i) {
-    const int s = species_of(type2species, atoms.type[i]);
-    if (s >= 0) {
-      graph.species[i] = s;
-      graph.energy_mask[i] = 1.0;
-    }
-  }
-
   double *const *x = atoms.x;
-  for (int ii = 0; ii < neigh.inum; ++ii) {
-    const int i = neigh.ilist[ii];
-    if (i >= atoms.nlocal || species_of(type2species, atoms.type[i]) < 0) continue;
-    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
-    const int *jlist = neigh.firstneigh[i];
-    const int jnum = neigh.numneigh[i];
-    for (int jj = 0; jj < jnum; ++jj) {
-      const int j = jlist[jj] & NEIGHMASK;
-      if (species_of(type2species, atoms.type[j]) < 0) continue;
-      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      const double rsq = dx * dx + dy * dy + dz * dz;
-      if (rsq >= cutsq) continue;
-      const int owner = owner_[j];
-      if (owner < 0) return false;
-      graph.edge_vectors.push_back(dx);
-      graph.edge_vectors.push_back(dy);
-      graph.edge_vectors.push_back(dz);
-      graph.senders.push_back(owner);
-      graph.receivers.push_back(i);
-    }
-  }
-  graph.nedges = static_cast<int64_t>(graph.senders.size());
-  return true;
-}
-
-void GraphBuilder::build_ghost(const AtomData &atoms, const NeighborData &neigh,
-                               const std::vector<int> &type2species, double cutoff,
-                               Graph &graph)
-{
-  const int nall = atoms.nlocal + atoms.nghost;
-  const double cutsq = cutoff * cutoff;
-  int64_t guess = 0;
-  for (int ii = 0; ii < neigh.inum + neigh.gnum; ++ii) guess += neigh.numneigh[neigh.ilist[ii]];
-  reset(graph, nall, guess / 2 + 16);
-
-  for (int i = 0; i < nall; ++i) {
-    const int s = species_of(type2species, atoms.type[i]);
-    if (s >= 0) {
-      graph.species[i] = s;
-      if (i < atoms.nlocal) graph.energy_mask[i] = 1.0;
-    }
-  }
-
-  double *const *x = atoms.x;
-  for (int ii = 0; ii < neigh.inum + neigh.gnum; ++ii) {
+  for (int ii = 0; ii < ncentres; ++ii) {
     const int i = neigh.ilist[ii];
     if (species_of(type2species, atoms.type[i]) < 0) continue;
     const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
@@ -138,16 +85,53 @@ void GraphBuilder::build_ghost(const AtomData &atoms, const NeighborData &neigh,
       const int j = jlist[jj] & NEIGHMASK;
       if (species_of(type2species, atoms.type[j]) < 0) continue;
       const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      const double rsq = dx * dx + dy * dy + dz * dz;
-      if (rsq >= cutsq) continue;
+      if (dx * dx + dy * dy + dz * dz >= cutsq) continue;
+      const int sender = node_of(j);
+      if (sender < 0) return false;
       graph.edge_vectors.push_back(dx);
       graph.edge_vectors.push_back(dy);
       graph.edge_vectors.push_back(dz);
-      graph.senders.push_back(j);
+      graph.senders.push_back(sender);
       graph.receivers.push_back(i);
     }
   }
   graph.nedges = static_cast<int64_t>(graph.senders.size());
+  return true;
+}
+
+void GraphBuilder::reset_nodes(const AtomData &atoms, const NeighborData &neigh, int nnodes, int ncentres,
+                               const std::vector<int> &type2species, Graph &graph)
+{
+  int64_t guess = 0;
+  for (int ii = 0; ii < ncentres; ++ii) guess += neigh.numneigh[neigh.ilist[ii]];
+  reset(graph, nnodes, guess / 2 + 16);
+  for (int i = 0; i < nnodes; ++i) {
+    const int s = species_of(type2species, atoms.type[i]);
+    if (s >= 0) {
+      graph.species[i] = s;
+      if (i < atoms.nlocal) graph.energy_mask[i] = 1.0;    // ghost nodes' energies belong to others
+    }
+  }
+}
+
+bool GraphBuilder::build_folded(const AtomData &atoms, const NeighborData &neigh,
+                                const std::vector<int> &type2species, double cutoff,
+                                Graph &graph)
+{
+  if (!map_owners(atoms)) return false;
+  reset_nodes(atoms, neigh, atoms.nlocal, neigh.inum, type2species, graph);
+  // centres are owned atoms only; a ghost neighbour becomes its owned counterpart
+  return collect_edges(atoms, neigh, neigh.inum, type2species, cutoff,
+                       [this](int j) { return owner_[j]; }, graph);
+}
+
+void GraphBuilder::build_ghost(const AtomData &atoms, const NeighborData &neigh,
+                               const std::vector<int> &type2species, double cutoff,
+                               Graph &graph)
+{
+  const int ncentres = neigh.inum + neigh.gnum;
+  reset_nodes(atoms, neigh, atoms.nlocal + atoms.nghost, ncentres, type2species, graph);
+  collect_edges(atoms, neigh, ncentres, type2species, cutoff, [](int j) { return j; }, graph);
 }
 
 double GraphBuilder::memory_usage() const

@@ -74,6 +74,11 @@ class GraphBuilder {
 
  private:
   bool map_owners(const AtomData &atoms);
+  void reset_nodes(const AtomData &atoms, const NeighborData &neigh, int nnodes, int ncentres,
+                   const std::vector<int> &type2species, Graph &graph);
+  template <typename NodeOf>
+  bool collect_edges(const AtomData &atoms, const NeighborData &neigh, int ncentres,
+                     const std::vector<int> &type2species, double cutoff, NodeOf node_of, Graph &graph);
   std::vector<int> owner_;                       // nlocal+nghost, owned index of each atom
   std::vector<int> tag_to_local_;                // dense tag -> owned index
   std::unordered_map<LAMMPS_NS::tagint, int> sparse_tag_to_local_;
