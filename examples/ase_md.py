@@ -35,6 +35,21 @@ def default_crystal(elements):
     raise SystemExit(f"no default crystal for elements {list(elements)}: pass --structure FILE")
 
 
+def add_model_and_structure_args(p, repeat=(2, 2, 2)):
+    """The options every example shares: the model (file or checkpoint) and the structure."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="model file written by `python -m facet.export`")
+    src.add_argument("--checkpoint", help="training checkpoint (runs the model in process)")
+    p.add_argument("--structure", help="initial structure (any file ASE reads)")
+    p.add_argument("--repeat", type=int, nargs=3, default=list(repeat), metavar=("NX", "NY", "NZ"))
+
+
+def calculator_of(args):
+    from facet.calculator import FacetCalculator
+
+    return FacetCalculator(args.model) if args.model else FacetCalculator.from_checkpoint(args.checkpoint)
+
+
 def build_structure(args, elements):
     from ase.io import read
 
@@ -44,11 +59,7 @@ def build_structure(args, elements):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model file written by `python -m facet.export`")
-    src.add_argument("--checkpoint", help="training checkpoint (runs the model in process)")
-    p.add_argument("--structure", help="initial structure (any file ASE reads)")
-    p.add_argument("--repeat", type=int, nargs=3, default=[2, 2, 2], metavar=("NX", "NY", "NZ"))
+    add_model_and_structure_args(p)
     p.add_argument("--temperature", type=float, default=300.0, help="K")
     p.add_argument("--timestep", type=float, default=1.0, help="fs")
     p.add_argument("--steps", type=int, default=1000)
@@ -63,10 +74,9 @@ def main(argv=None) -> int:
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-    from facet.calculator import FacetCalculator
 
     t0 = time.perf_counter()
-    calc = FacetCalculator(args.model) if args.model else FacetCalculator.from_checkpoint(args.checkpoint)
+    calc = calculator_of(args)
     atoms = build_structure(args, calc.elements)
     atoms.calc = calc
     print(f"model: {calc.runner!r}")

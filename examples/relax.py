@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from ase_md import default_crystal  # noqa: E402  (this folder is on sys.path when run as a script)
+from ase_md import add_model_and_structure_args, build_structure, calculator_of  # noqa: E402  (this folder is on sys.path when run as a script)
 
 
 def describe(label, atoms):
@@ -46,11 +46,7 @@ def describe(label, atoms):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model file written by `python -m facet.export`")
-    src.add_argument("--checkpoint", help="training checkpoint (runs the model in process)")
-    p.add_argument("--structure", help="initial structure (any file ASE reads)")
-    p.add_argument("--repeat", type=int, nargs=3, default=[1, 1, 1], metavar=("NX", "NY", "NZ"))
+    add_model_and_structure_args(p, repeat=(1, 1, 1))
     p.add_argument("--rattle", type=float, default=0.05, help="position noise (A)")
     p.add_argument("--strain", type=float, default=0.02, help="random cell strain amplitude")
     p.add_argument("--optimizer", choices=("FIRE", "BFGS"), default="FIRE")
@@ -61,17 +57,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from ase.filters import FrechetCellFilter
-    from ase.io import read, write
+    from ase.io import write
     from ase.optimize import BFGS, FIRE
 
-    from facet.calculator import FacetCalculator
-
-    calc = FacetCalculator(args.model) if args.model else FacetCalculator.from_checkpoint(args.checkpoint)
-    if args.structure:
-        atoms = read(args.structure)
-    else:
-        atoms = default_crystal(calc.elements)
-    atoms = atoms * tuple(args.repeat)
+    calc = calculator_of(args)
+    atoms = build_structure(args, calc.elements)
     rng = np.random.default_rng(args.seed)
     atoms.rattle(args.rattle, rng=rng)
     strain = np.eye(3) + args.strain * rng.uniform(-1, 1, size=(3, 3))

@@ -3,11 +3,11 @@ assembly) against the jax runtime and the JAX force/virial reference, and its er
 
 import struct
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from ase.build import bulk
+from test_pjrt_program import toy  # a pair energy with the model-file contract
 
 from facet import export, model, modelfile
 from facet.calculator import FacetCalculator
@@ -128,24 +128,11 @@ def test_format_1_files_get_a_clear_message(model_file, tmp_path):
     assert _pjrt.Model(str(tmp_path / "v2.hlo")).elements == ["O", "Si"]
 
 
-def pair_toy(edge_vectors, senders, receivers, species, energy_mask):
-    """A pair energy per receiving atom with the model-file contract (cheap to compile)."""
-
-    def total(v):
-        d = jnp.sqrt(jnp.sum(v**2, axis=-1))
-        pair = jnp.where(d < 3.0, (1.0 - d / 3.0) ** 3, 0.0) * (1.0 + species[receivers])
-        atoms = jax.ops.segment_sum(pair, receivers, num_segments=species.shape[0])
-        return jnp.sum(atoms * energy_mask), atoms
-
-    g, atoms = jax.grad(total, has_aux=True)(edge_vectors)
-    return atoms, g
-
-
 @pytest.mark.parametrize("platforms", [("cpu", "cuda"), ("cuda",)])
 def test_models_exported_for_several_platforms(tmp_path, platforms):
     from facet import pjrt_program
 
-    exported = export.export_program(pair_toy, "float64", platforms)
+    exported = export.export_program(toy, "float64", platforms)
     header = export.make_header(elements=("H", "O"), cutoff=3.0, num_layers=1, dtype="float64")
     path = tmp_path / "multi.hlo"
     modelfile.save_model_file(path, exported, header, pjrt_program.sections(exported))
@@ -161,7 +148,7 @@ def test_models_exported_for_several_platforms(tmp_path, platforms):
     inputs = (rng.normal(size=(e, 3)) * 2.0, rng.integers(0, n, e).astype(np.int32),
               rng.integers(0, n, e).astype(np.int32), rng.integers(0, 2, n).astype(np.int32), np.ones(n))
     got = _pjrt.Model(str(path), cache_dir="off")(*inputs)
-    want = pair_toy(*(jnp.asarray(x) for x in inputs))
+    want = toy(*(jnp.asarray(x) for x in inputs))
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-12)
 
@@ -171,7 +158,7 @@ def test_buckets_follow_the_python_runtime(tmp_path):
     from facet import pjrt_program
     from facet.runtime import ModelRunner
 
-    exported = export.export_program(pair_toy, "float64", ("cpu",))
+    exported = export.export_program(toy, "float64", ("cpu",))
     header = export.make_header(elements=("H", "O"), cutoff=3.0, num_layers=1, dtype="float64")
     path = tmp_path / "toy.hlo"
     modelfile.save_model_file(path, exported, header, pjrt_program.sections(exported))

@@ -38,6 +38,30 @@ class JsonParser {
     return true;
   }
 
+  // The items of an object or array after its opening bracket, separated by commas, up to `close`.
+  template <typename Item> void parse_items(char close, Item item)
+  {
+    ++pos_;
+    skip_space();
+    if (pos_ < s_.size() && s_[pos_] == close) {
+      ++pos_;
+      return;
+    }
+    while (true) {
+      item();
+      skip_space();
+      if (pos_ < s_.size() && s_[pos_] == ',') {
+        ++pos_;
+        continue;
+      }
+      if (pos_ < s_.size() && s_[pos_] == close) {
+        ++pos_;
+        return;
+      }
+      fail(std::string("expected ',' or '") + close + "'");
+    }
+  }
+
   Json parse_value(int depth)
   {
     if (depth > 64) fail("nesting too deep");
@@ -47,13 +71,7 @@ class JsonParser {
     char c = s_[pos_];
     if (c == '{') {
       v.kind_ = Json::Kind::Object;
-      ++pos_;
-      skip_space();
-      if (pos_ < s_.size() && s_[pos_] == '}') {
-        ++pos_;
-        return v;
-      }
-      while (true) {
+      parse_items('}', [&] {
         skip_space();
         if (pos_ >= s_.size() || s_[pos_] != '"') fail("expected a string key");
         std::string key = parse_string();
@@ -61,39 +79,13 @@ class JsonParser {
         if (pos_ >= s_.size() || s_[pos_] != ':') fail("expected ':'");
         ++pos_;
         v.object_[key] = parse_value(depth + 1);
-        skip_space();
-        if (pos_ < s_.size() && s_[pos_] == ',') {
-          ++pos_;
-          continue;
-        }
-        if (pos_ < s_.size() && s_[pos_] == '}') {
-          ++pos_;
-          return v;
-        }
-        fail("expected ',' or '}'");
-      }
+      });
+      return v;
     }
     if (c == '[') {
       v.kind_ = Json::Kind::Array;
-      ++pos_;
-      skip_space();
-      if (pos_ < s_.size() && s_[pos_] == ']') {
-        ++pos_;
-        return v;
-      }
-      while (true) {
-        v.array_.push_back(parse_value(depth + 1));
-        skip_space();
-        if (pos_ < s_.size() && s_[pos_] == ',') {
-          ++pos_;
-          continue;
-        }
-        if (pos_ < s_.size() && s_[pos_] == ']') {
-          ++pos_;
-          return v;
-        }
-        fail("expected ',' or ']'");
-      }
+      parse_items(']', [&] { v.array_.push_back(parse_value(depth + 1)); });
+      return v;
     }
     if (c == '"') {
       v.kind_ = Json::Kind::String;
