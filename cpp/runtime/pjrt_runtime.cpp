@@ -216,6 +216,7 @@ PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(
   }
   if (!file.has_section("xla_compile_options"))
     throw ModelFileError(file.path + ": no 'xla_compile_options' section. Re-export the model.");
+  if (file.header.has("committee")) committee_members_ = int(file.header["committee"]["members"].integer());
   template_ = file.section(section);
   compile_options_ = file.section("xla_compile_options");
   std::string library = options.plugin.empty() ? default_plugin_library(options.device) : options.plugin;
@@ -466,7 +467,8 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
     args.list.push_back(put.buffer);
     await_event(*plugin_, put.done_with_host_buffer, "copying the model inputs to the device");
   }
-  Buffers outputs{plugin_.get(), std::vector<PJRT_Buffer *>(2, nullptr)};
+  const size_t n_outputs = committee_members_ ? 5 : 2;
+  Buffers outputs{plugin_.get(), std::vector<PJRT_Buffer *>(n_outputs, nullptr)};
   PJRT_Buffer *const *arg_list = args.list.data();
   PJRT_Buffer **out_list = outputs.list.data();
   PJRT_Event *done = nullptr;
@@ -504,6 +506,23 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
   };
   for (long i = 0; i < n_atoms; ++i) atom_energies[i] = load(out_energies_, size_t(i));
   for (long i = 0; i < 3 * n_edges; ++i) edge_gradients[i] = load(out_gradients_, size_t(i));
+  if (committee_members_) {
+    std::vector<double> *targets3[3] = {&atom_energy_std_, &atom_force_std_, &member_energies_};
+    const size_t sizes[3] = {size_t(n_pad), size_t(n_pad), size_t(committee_members_)};
+    const size_t keep[3] = {size_t(n_atoms), size_t(n_atoms), size_t(committee_members_)};
+    std::vector<char> raw;
+    for (int k = 0; k < 3; ++k) {
+      raw.resize(sizes[k] * fsize);
+      auto fetch = args_of<PJRT_Buffer_ToHostBuffer_Args>();
+      fetch.src = outputs.list[size_t(k) + 2];
+      fetch.dst = raw.data();
+      fetch.dst_size = raw.size();
+      plugin_->check(api->PJRT_Buffer_ToHostBuffer(&fetch), "copying the committee outputs to the host");
+      await_event(*plugin_, fetch.event, "copying the committee outputs to the host");
+      targets3[k]->resize(keep[k]);
+      for (size_t i = 0; i < keep[k]; ++i) (*targets3[k])[i] = load(raw, i);
+    }
+  }
 }
 
 }  // namespace facet

@@ -124,7 +124,16 @@ PYBIND11_MODULE(_pjrt, m)
       .def_property_readonly("num_compilations", [](const Model &s) { return s.model_.num_compilations(); })
       .def_property_readonly("num_cache_loads", [](const Model &s) { return s.model_.num_cache_loads(); })
       .def_property_readonly("compile_seconds", [](const Model &s) { return s.model_.compile_seconds(); })
-      .def_property_readonly("shapes_seen", [](const Model &s) { return s.model_.buckets_seen(); });
+      .def_property_readonly("shapes_seen", [](const Model &s) { return s.model_.buckets_seen(); })
+      .def_property_readonly("committee", [](const Model &s) { return s.model_.committee_members(); })
+      .def_property_readonly("last_uncertainty", [](const Model &s) -> py::object {
+        if (!s.model_.committee_members()) return py::none();
+        py::dict d;
+        d["atom_energy_std"] = py::array_t<double>(s.model_.atom_energy_std().size(), s.model_.atom_energy_std().data());
+        d["atom_force_std"] = py::array_t<double>(s.model_.atom_force_std().size(), s.model_.atom_force_std().data());
+        d["member_energies"] = py::array_t<double>(s.model_.member_energies().size(), s.model_.member_energies().data());
+        return std::move(d);
+      });
   m.def("assemble", &assemble, py::arg("edge_vectors"), py::arg("senders"), py::arg("receivers"),
         py::arg("dE_dedge"), py::arg("n_atoms"),
         "(forces (N, 3), virial Voigt (6,) xx yy zz xy xz yz, per-atom virials (N, 6)): the C++ assembly");

@@ -43,7 +43,8 @@ class FacetCalculator(Calculator):
         xla-cpu-pjrt, or ``$FACET_PJRT_PLUGIN``) and the device kind (``"cpu"``, ``"cuda"``).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress",
+                              "energy_std", "energies_std", "forces_std"]
 
     def __init__(self, model, *, buckets: dict[str, Any] | None = None, runtime: str = "jax",
                  plugin: str | None = None, device: str = "cpu", **kwargs):
@@ -154,6 +155,11 @@ class FacetCalculator(Calculator):
             "energies": atom_energies,
             "forces": forces,
         }
+        spread = getattr(self.runner, "last_uncertainty", None)
+        if spread is not None:  # a committee: its members' disagreement
+            self.results["energy_std"] = float(np.std(spread["member_energies"]))
+            self.results["energies_std"] = spread["atom_energy_std"]
+            self.results["forces_std"] = spread["atom_force_std"]
         volume = abs(float(np.linalg.det(cell))) if pbc.any() else 0.0
         if volume > 1e-12:
             sigma = -virial / volume

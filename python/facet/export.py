@@ -54,9 +54,11 @@ def _no_source_locations():
         jax.config.update("jax_traceback_in_locations_limit", before)
 
 
-def export_program(fn: Callable, dtype: str = "float32", platforms: Sequence[str] = DEFAULT_PLATFORMS):
+def export_program(fn: Callable, dtype: str = "float32", platforms: Sequence[str] = DEFAULT_PLATFORMS,
+                   outputs: int = 2):
     """Export ``fn(edge_vectors, senders, receivers, species, energy_mask)`` with
-    symbolic shapes ``(N, E)``.  Returns a ``jax.export.Exported``."""
+    symbolic shapes ``(N, E)``; it returns ``outputs`` arrays of ``dtype`` (2, or a
+    committee's 5).  Returns a ``jax.export.Exported``."""
     import jax
     import jax.numpy as jnp
     from jax import export
@@ -79,8 +81,8 @@ def export_program(fn: Callable, dtype: str = "float32", platforms: Sequence[str
         )
         exported = export.export(jax.jit(fn), platforms=platforms)(*specs)
     got = [str(a.dtype) for a in exported.out_avals]
-    if got != [dtype, dtype]:
-        raise ValueError(f"exported function returns {got}, expected two {dtype} arrays")
+    if got != [dtype] * outputs:
+        raise ValueError(f"exported function returns {got}, expected {outputs} {dtype} arrays")
     return exported
 
 
@@ -438,10 +440,35 @@ def _upgrade_main(argv) -> int:
     return 0
 
 
+def _committee_main(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m facet.export committee",
+        description="Write the committee of several checkpoints of one architecture (e.g. the members of "
+        "`python -m facet.train --ensemble N`) to one model file: MD runs on the members' mean, and ASE "
+        "and LAMMPS also get each atom's energy and force standard deviation over the members.")
+    p.add_argument("checkpoints", nargs="+", help="member checkpoints (at least two)")
+    p.add_argument("-o", "--output", required=True, help="model file to write")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None)
+    p.add_argument("--platforms", type=_parse_platforms, default=DEFAULT_PLATFORMS)
+    p.add_argument("--no-pjrt", action="store_true", help="leave out the PJRT program")
+    args = p.parse_args(argv)
+    from facet import committee
+
+    try:
+        header = committee.export_committee(args.checkpoints, args.output, args.dtype, args.platforms,
+                                            pjrt=not args.no_pjrt)
+    except (FacetError, FileNotFoundError) as e:
+        return exit_with(e)
+    print(describe(header, args.output))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "inspect":
         return _inspect_main(argv[1:])
+    if argv and argv[0] == "committee":
+        return _committee_main(argv[1:])
     if argv and argv[0] == "upgrade":
         return _upgrade_main(argv[1:])
     if argv and argv[0] == "export":

@@ -392,11 +392,12 @@ def deserialize_program(payload: bytes, name: str = "model file"):
 
 
 def _check_program_matches(header: dict[str, Any], exported, name: str) -> None:
-    ok = len(exported.in_avals) == 5 and len(exported.out_avals) == 2
+    n_out = len((header.get("committee") or {}).get("outputs") or ()) or 2  # a committee adds 3 outputs
+    ok = len(exported.in_avals) == 5 and len(exported.out_avals) == n_out
     if ok:
         dts = [str(a.dtype) for a in exported.in_avals]
         want = [header["dtype"], "int32", "int32", "int32", header["dtype"]]
-        ok = dts == want and [str(a.dtype) for a in exported.out_avals] == [header["dtype"]] * 2
+        ok = dts == want and [str(a.dtype) for a in exported.out_avals] == [header["dtype"]] * n_out
     if not ok:
         raise ModelFileError(
             f"{name}: the program's signature {exported.in_avals} -> {exported.out_avals} does not "

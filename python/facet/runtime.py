@@ -62,6 +62,10 @@ class ModelRunner:
         self.cutoff: float = float(header["cutoff"])
         self.num_layers: int = int(header["num_layers"])
         self.dtype: str = str(header["dtype"])
+        # A committee file (facet.committee) also returns the members' spread; the last call's
+        # is in last_uncertainty (atom_energy_std, atom_force_std, member_energies).
+        self.committee: int = int((header.get("committee") or {}).get("members") or 0)
+        self.last_uncertainty: dict[str, np.ndarray] | None = None
         self._np_dtype = np.dtype(self.dtype)
         self._x64 = self.dtype == "float64"
         policy = dict(DEFAULT_BUCKETS)
@@ -208,9 +212,15 @@ class ModelRunner:
 
         exe = self._executable(n_pad, e_pad)
         with jax.enable_x64(self._x64):
-            atom_energies, dE_dedge = exe(ev, snd, rcv, spc, msk)
-            atom_energies = np.asarray(atom_energies)
-            dE_dedge = np.asarray(dE_dedge)
+            outputs = exe(ev, snd, rcv, spc, msk)
+            atom_energies = np.asarray(outputs[0])
+            dE_dedge = np.asarray(outputs[1])
+            if self.committee:  # a committee's uncertainty outputs, beside the contract's two
+                self.last_uncertainty = {
+                    "atom_energy_std": np.asarray(outputs[2])[:n_atoms].astype(np.float64),
+                    "atom_force_std": np.asarray(outputs[3])[:n_atoms].astype(np.float64),
+                    "member_energies": np.asarray(outputs[4]).astype(np.float64),
+                }
         self.num_calls += 1
         self.last_shape = (n_pad, e_pad)
         return (

@@ -67,6 +67,11 @@ def parse_args(argv=None):
     p.add_argument("--split-indices", metavar="FILE", help="use a stored train/valid/test split (JSON index file)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="train a committee of N members (seeds seed..seed+N-1, each in OUT/member_K with the "
+                        "whole --max-time/--max-steps budget) and export OUT/committee.hlo")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="with --ensemble: each member trains on a bootstrap resample of the training set")
     args = p.parse_args(argv)
     if not args.print_config and (not args.data or not args.out):
         p.error("--data and --out are required")
@@ -297,7 +302,11 @@ def prepare_data(paths, cfg, split_indices=None, elements=None, log=print) -> Da
 
 
 class Trainer:
-    def __init__(self, cfg, data: Datasets, out: Path, init_params=None, log=print, progress=True):
+    def __init__(self, cfg, data: Datasets, out: Path, init_params=None, log=print, progress=True,
+                 statistics_graphs=None):
+        """statistics_graphs: the graphs the statistics (degree table, readout) are fitted on,
+        by default data.train (a bootstrap committee member fits them on the full set, so
+        that every member shares them)."""
         import jax
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -315,12 +324,12 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
         # The fitted statistics go into a new config (the caller's is not changed).
-        cfg = self.cfg = fit_statistics(cfg, data.train, data.elements,
-                                        keep_degree_table=init_params is not None)
+        stats = data.train if statistics_graphs is None else statistics_graphs
+        cfg = self.cfg = fit_statistics(cfg, stats, data.elements, keep_degree_table=init_params is not None)
         self.module = model.Facet(cfg.model)
         if init_params is None:
             params = model.init(self.module, jax.random.key(cfg.seed))
-            shift, scale = fit_readout(data.train, data.elements)
+            shift, scale = fit_readout(stats, data.elements)
             params = model.set_readout(params, shift, scale)
             log(f"readout init: species shifts {dict(zip(data.elements, np.round(shift, 4)))} eV, "
                 f"global scale {scale:.4f}")
@@ -660,13 +669,37 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    if args.ensemble < 1:
+        return exit_with(ConfigError(f"--ensemble must be at least 1, got {args.ensemble}"))
+    if args.bootstrap and args.ensemble < 2:
+        return exit_with(ConfigError("--bootstrap resamples the data of committee members: give --ensemble N, N >= 2"))
     try:
-        return run(cfg, args)
+        return run_ensemble(cfg, args) if args.ensemble > 1 else run(cfg, args)
     except (FacetError, FileNotFoundError) as err:
         return exit_with(err)
 
 
-def run(cfg, args) -> int:
+def run_ensemble(cfg, args) -> int:
+    """Train args.ensemble members into OUT/member_K (one after the other; a killed run resumes
+    at the member it was training) and write their committee, OUT/committee.hlo."""
+    from facet import committee
+
+    out = Path(args.out)
+    paths = []
+    for k in range(args.ensemble):
+        member_args = argparse.Namespace(**{**vars(args), "out": str(out / f"member_{k}")})
+        member_cfg = dataclasses.replace(cfg, seed=cfg.seed + k)  # the split stays the base seed's (in run)
+        print(f"== committee member {k + 1} of {args.ensemble} (seed {member_cfg.seed})")
+        run(member_cfg, member_args, member=k, split_seed=cfg.seed)
+        paths.append(out / f"member_{k}" / "checkpoints" / "last.ckpt")
+    header = committee.export_committee(paths, out / "committee.hlo")
+    print(f"committee of {header['committee']['members']} members: {out / 'committee.hlo'}")
+    return 0
+
+
+def run(cfg, args, member: int | None = None, split_seed: int | None = None) -> int:
+    """One training run. As a committee member (member = K), the data split uses split_seed
+    (the committee's) and a bootstrap member resamples its training set."""
     import jax
 
     from facet import checkpoint
@@ -692,15 +725,24 @@ def run(cfg, args) -> int:
         elements = tuple(cfg.model.elements)
         init_params = payload["ema_params"]
         print(f"fine-tuning from {args.init_from} (step {payload['step']})")
-    data = prepare_data(args.data, cfg, split_indices=args.split_indices, elements=elements)
-    trainer = Trainer(cfg, data, out, init_params=init_params, progress=not args.no_progress)
+    split_cfg = cfg if split_seed is None else dataclasses.replace(cfg, seed=split_seed)
+    data = prepare_data(args.data, split_cfg, split_indices=args.split_indices, elements=elements)
+    statistics_graphs = None
+    if member is not None and getattr(args, "bootstrap", False):
+        statistics_graphs = data.train  # every member shares the statistics of the whole set
+        rng = np.random.default_rng(cfg.seed)
+        data = dataclasses.replace(data, train=[data.train[i] for i in rng.integers(0, len(data.train),
+                                                                                      len(data.train))])
+    trainer = Trainer(cfg, data, out, init_params=init_params, progress=not args.no_progress,
+                      statistics_graphs=statistics_graphs)
     (out / "config.json").write_text(json.dumps(to_dict(trainer.cfg), indent=2))
     if resume:
         trainer.restore(last)
     if trainer.step >= cfg.max_steps or (cfg.max_time_minutes and trainer.elapsed() >= 60 * cfg.max_time_minutes):
         print(f"run already complete at step {trainer.step}")
     else:
-        trainer.run(cfg.max_steps, cfg.max_time_minutes, started_at=PROCESS_START)
+        # a committee member's budget starts with it (the first one's with the launch)
+        trainer.run(cfg.max_steps, cfg.max_time_minutes, started_at=PROCESS_START if not member else time.time())
     plot_curves(out / "metrics.jsonl", out / "training_curves.png")
     summary = {"step": trainer.step, "num_params": trainer.num_params, "devices": jax.local_device_count(),
                "valid": trainer.evaluate(trainer.valid_loader)}

@@ -1,0 +1,122 @@
+"""A committee of Facet models in one model file: the mean for MD, the spread as uncertainty.
+
+Members are models of one architecture and element list trained with different seeds (or
+bootstrap samples): ``python -m facet.train ... --ensemble N`` trains them, and
+``python -m facet.export committee CKPT1 CKPT2 ... -o committee.hlo`` writes their
+committee. Its one program builds nothing twice (one graph, one neighbour list, one
+padding) and evaluates every member on it, returning, beside the contract's two outputs
+(export/README.md, "Committee outputs"):
+
+* ``atom_energies``, ``dE_dedge``: the members' mean (what MD integrates);
+* ``atom_energy_std`` (N,): each atom's energy standard deviation over members;
+* ``atom_force_std`` (N,): each atom's force deviation, sqrt(mean_m |F_m,i - mean F_i|^2),
+  with forces assembled inside the program from each member's dE/d(edge) (exact for the
+  atoms whose every edge is in the graph: all atoms in ASE and serial LAMMPS);
+* ``member_energies`` (M,): each member's total masked energy (their spread is the
+  uncertainty of the total energy).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from facet.errors import CheckpointError
+
+COMMITTEE_OUTPUTS = ("atom_energies", "dE_dedge", "atom_energy_std", "atom_force_std", "member_energies")
+
+
+def load_members(paths: Sequence[str | Path]):
+    """(model config, [member params], [member info]) of a committee's checkpoints, checked
+    to share the architecture, the element list and the cutoff."""
+    from facet import checkpoint, model
+
+    if len(paths) < 2:
+        raise CheckpointError(f"a committee needs at least two members, got {len(paths)}: export a single model "
+                              "with `python -m facet.export CHECKPOINT -o model.hlo` instead")
+    configs, params, infos = [], [], []
+    for path in paths:
+        config, p, info = checkpoint.load_for_inference(path)
+        configs.append(config)
+        params.append(p)
+        infos.append(info)
+    first = configs[0]
+    cutoff0 = model.cutoff(params[0], first)
+    for path, config, p in zip(paths[1:], configs[1:], params[1:]):
+        if tuple(config.elements) != tuple(first.elements):
+            raise CheckpointError(f"committee members differ in their elements: {paths[0]} has "
+                                  f"{list(first.elements)}, {path} has {list(config.elements)}")
+        cutoff = model.cutoff(p, config)
+        if not math.isclose(cutoff, cutoff0, rel_tol=0, abs_tol=1e-6):
+            raise CheckpointError(f"committee members differ in their cutoff: {paths[0]} has {cutoff0:.6g} A, "
+                                  f"{path} has {cutoff:.6g} A (train them with train_r_max false)")
+        mismatch = sorted(k for k in first.__dataclass_fields__
+                          if k not in ("degree_values", "degree_radii") and getattr(config, k) != getattr(first, k))
+        if mismatch:
+            raise CheckpointError(f"committee members differ in their architecture ({', '.join(mismatch)}): "
+                                  f"{paths[0]} and {path}")
+        if not (len(config.degree_radii) == len(first.degree_radii)
+                and np.allclose(config.degree_radii, first.degree_radii, rtol=0, atol=1e-9)
+                and np.allclose(config.degree_values, first.degree_values, rtol=1e-9, atol=1e-12)):
+            raise CheckpointError(f"committee members differ in their degree tables (statistics fitted on "
+                                  f"different data): {paths[0]} and {path}; train them with "
+                                  "`python -m facet.train --ensemble N` (--bootstrap fits them on the whole set)")
+    return first, params, infos
+
+
+def committee_function(config, member_params: Sequence[Any], dtype: str) -> Callable:
+    """The committee's contract function (see the module docstring) for these members.
+
+    Members share one architecture and degree table (load_members checks it); their
+    parameters are stacked and evaluated with vmap."""
+    import jax
+    import jax.numpy as jnp
+
+    from facet import model
+
+    module = model.Facet(config)
+    cast = [model.cast_params(p, dtype) for p in member_params]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *cast)
+
+    def fn(edge_vectors, senders, receivers, species, energy_mask):
+        def one(params):
+            e, g = model.energy_and_edge_gradients(module, params, edge_vectors, senders, receivers, species,
+                                                   energy_mask)
+            forces, _ = model.forces_and_virial(edge_vectors, senders, receivers, g, species.shape[0])
+            return e, g, forces
+
+        energies, grads, forces = jax.vmap(one)(stacked)  # (M, N), (M, E, 3), (M, N, 3)
+        mean_forces = jnp.mean(forces, axis=0)
+        force_dev = jnp.sum((forces - mean_forces) ** 2, axis=-1)  # (M, N)
+        force_std = jnp.sqrt(jnp.mean(force_dev, axis=0) + 0.0)
+        energy_std = jnp.std(energies, axis=0)
+        member_energies = jnp.sum(energies * energy_mask, axis=1)
+        return jnp.mean(energies, axis=0), jnp.mean(grads, axis=0), energy_std, force_std, member_energies
+
+    return fn
+
+
+def export_committee(paths: Sequence[str | Path], output, dtype: str | None = None, platforms=("cpu",),
+                     pjrt: bool = True, info: dict | None = None) -> dict[str, Any]:
+    """Write the committee of these checkpoints to one model file; returns its header."""
+    from facet import export, modelfile, pjrt_program
+
+    config, params, infos = load_members(paths)
+    dtype = dtype or config.dtype
+    fn = committee_function(config, params, dtype)
+    exported = export.export_program(fn, dtype, platforms, outputs=len(COMMITTEE_OUTPUTS))
+    header = export.model_header(config, params[0], dtype, {**(infos[0] or {}), **(info or {})})
+    header["committee"] = {"members": len(params), "outputs": list(COMMITTEE_OUTPUTS),
+                           "member_checkpoints": [Path(p).name for p in paths]}
+    header["parameter_count"] = sum(model_parameter_count(p) for p in params)
+    extra = pjrt_program.sections(exported) if pjrt else None
+    return modelfile.save_model_file(output, exported, header, extra)
+
+
+def model_parameter_count(params) -> int:
+    from facet import model
+
+    return model.count_parameters(params)

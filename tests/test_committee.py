@@ -1,0 +1,88 @@
+"""Committee model files (facet.committee): the mean and the members' spread against the
+members evaluated one by one, in both runtimes, and the errors for unusable members."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from ase.build import bulk
+from conftest import randomised_params, tiny_config
+
+from facet import checkpoint, committee, model
+from facet.calculator import FacetCalculator
+from facet.config import TrainConfig
+from facet.errors import CheckpointError
+
+pytestmark = pytest.mark.float64  # compared against independent references at 1e-10
+
+
+def save_member(path, cfg, seed):
+    with jax.enable_x64(True):
+        params = randomised_params(model.Facet(cfg), seed=seed)
+    checkpoint.save(path, config=TrainConfig(model=cfg), step=0, params=params, ema_params=params)
+    return path
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    root = tmp_path_factory.mktemp("committee")
+    cfg = tiny_config()
+    return [save_member(root / f"m{k}.ckpt", cfg, seed=k) for k in range(3)]
+
+
+@pytest.fixture(scope="module")
+def committee_file(members, tmp_path_factory):
+    path = tmp_path_factory.mktemp("committee_file") / "committee.hlo"
+    header = committee.export_committee(members, path, dtype="float64")
+    assert header["committee"]["members"] == 3
+    return path
+
+
+def sio():
+    atoms = bulk("Si", "diamond", a=5.0, cubic=True)
+    atoms.numbers[::2] = 8
+    atoms.rattle(0.1, seed=5)
+    return atoms
+
+
+def member_results(members, atoms):
+    out = []
+    for path in members:
+        atoms.calc = FacetCalculator.from_checkpoint(path, dtype="float64")
+        out.append((atoms.get_potential_energy(), atoms.get_potential_energies(), atoms.get_forces()))
+    return out
+
+
+@pytest.mark.parametrize("runtime", ["jax", "pjrt"])
+def test_committee_is_the_members_mean_and_spread(members, committee_file, runtime):
+    if runtime == "pjrt":
+        pytest.importorskip("facet._pjrt", reason="facet._pjrt is not built")
+    atoms = sio()
+    each = member_results(members, atoms)
+    energies = np.array([e for e, _, _ in each])
+    atom_energies = np.stack([a for _, a, _ in each])
+    forces = np.stack([f for _, _, f in each])
+    atoms.calc = FacetCalculator(committee_file, runtime=runtime)
+    np.testing.assert_allclose(atoms.get_potential_energy(), energies.mean(), rtol=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), forces.mean(axis=0), atol=1e-10)
+    results = atoms.calc.results
+    np.testing.assert_allclose(results["energy_std"], energies.std(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(results["energies_std"], atom_energies.std(axis=0), rtol=1e-8, atol=1e-12)
+    deviation = np.sqrt(np.mean(np.sum((forces - forces.mean(axis=0)) ** 2, axis=-1), axis=0))
+    np.testing.assert_allclose(results["forces_std"], deviation, rtol=1e-8, atol=1e-12)
+    assert results["forces_std"].max() > 1e-3  # the members really disagree
+
+
+def test_unusable_members_are_refused(members, tmp_path):
+    with pytest.raises(CheckpointError, match="at least two members"):
+        committee.load_members(members[:1])
+    other = save_member(tmp_path / "other.ckpt", tiny_config(elements=("H", "Si")), seed=7)
+    with pytest.raises(CheckpointError, match="differ in their elements"):
+        committee.load_members([members[0], other])
+    far = save_member(tmp_path / "far.ckpt", dataclasses.replace(tiny_config(), r_max_init=3.0), seed=8)
+    with pytest.raises(CheckpointError, match="differ in their cutoff"):
+        committee.load_members([members[0], far])
+    wide = save_member(tmp_path / "wide.ckpt", tiny_config(mixer_hidden=8), seed=9)
+    with pytest.raises(CheckpointError, match="differ in their architecture.*mixer_hidden"):
+        committee.load_members([members[0], wide])
