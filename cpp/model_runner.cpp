@@ -33,6 +33,14 @@ class PjrtRunner : public ModelRunner {
   }
 
   const ModelInfo &info() const override { return info_; }
+  const std::vector<double> *atom_energy_std() const override
+  {
+    return model_->committee_members() ? &model_->atom_energy_std() : nullptr;
+  }
+  const std::vector<double> *atom_force_std() const override
+  {
+    return model_->committee_members() ? &model_->atom_force_std() : nullptr;
+  }
 
   void compute(const double *edge_vectors, const int32_t *senders, const int32_t *receivers, int64_t nedges,
                const int32_t *species, const double *energy_mask, int64_t nnodes,

