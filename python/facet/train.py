@@ -470,6 +470,7 @@ class Trainer:
                    file=sys.stdout, mininterval=1.0)
         atoms_seen = structures_seen = 0
         window_t0 = time.time()
+        step_s = 0.0  # recent seconds per step (logging windows)
 
         def training_seconds():  # the budget less the final validation's expected duration
             return max(60 * max_minutes - self.validation_s, 1.0)
@@ -530,6 +531,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{float(loss):.4g}", E=f"{m['energy_mae_mev_atom']:.1f}",
                                     F=f"{m['force_mae_mev_A']:.0f}", sps=f"{rec['structures_per_s']:.1f}")
                     atoms_seen = structures_seen = 0
+                    step_s = dt / cfg.log_every
                     window_t0 = time.time()
                 if (time.time() - last_eval > 60 * cfg.eval_every_minutes if cfg.eval_every_minutes
                         else self.step % cfg.eval_every == 0):
@@ -547,9 +549,13 @@ class Trainer:
                 if self.step >= max_steps:
                     done = True
                     break
-                if max_minutes and self.elapsed() >= training_seconds():
-                    done, stop_reason = True, "time limit"
-                    break
+                # Steps are dispatched ahead of the device: near the end, wait for the queued ones
+                # so that the budget counts finished work (and the final validation starts in time).
+                if max_minutes and self.elapsed() >= training_seconds() - 10 * step_s:
+                    jax.block_until_ready(loss)
+                    if self.elapsed() >= training_seconds():
+                        done, stop_reason = True, "time limit"
+                        break
             epoch += 1
             skip = 0
         bar.close()
