@@ -54,7 +54,7 @@ def member_results(members, atoms):
     return out
 
 
-@pytest.mark.parametrize("runtime", ["jax", "pjrt"])
+@pytest.mark.parametrize("runtime", [pytest.param("jax", marks=pytest.mark.slow), "pjrt"])
 def test_committee_is_the_members_mean_and_spread(members, committee_file, runtime):
     if runtime == "pjrt":
         pytest.importorskip("facet._pjrt", reason="facet._pjrt is not built")
