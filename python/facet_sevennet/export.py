@@ -40,9 +40,13 @@ def header(config: SevenNetConfig, params, dtype: str, info: dict[str, Any] | No
 def export_model(config: SevenNetConfig, params, path, dtype: str | None = None,
                  platforms: Sequence[str] = DEFAULT_PLATFORMS, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write a Facet model file (``export/README.md``) for a SevenNet model; returns its header."""
+    from facet import pjrt_program
+
     fn, _, dtype = contract_function(config, params, dtype)
     exported = export_program(fn, dtype, platforms)
-    return modelfile.save_model_file(path, exported, header(config, params, dtype, info))
+    # with the PJRT program, so that pair_style facet runs it without Python
+    return modelfile.save_model_file(path, exported, header(config, params, dtype, info),
+                                     pjrt_program.sections(exported))
 
 
 def runner(config: SevenNetConfig, params, dtype: str | None = None, info=None, buckets=None):

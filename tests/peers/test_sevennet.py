@@ -30,6 +30,8 @@ import facet_sevennet as sevennet  # noqa: E402
 from facet_sevennet import export as sn_export  # noqa: E402
 from facet_sevennet import model as sn_model  # noqa: E402
 
+pytestmark = pytest.mark.float64  # the port is compared with sevenn at 1e-10 in float64
+
 torch.set_num_threads(1)
 TOL = 1e-5  # the bound: max relative error against sevenn (float32 torch)
 
