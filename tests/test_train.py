@@ -210,3 +210,19 @@ def test_mae_loss_is_the_weighted_mean_absolute_error():
         2 * np.abs(de).mean() + 3 * np.linalg.norm(df, axis=1).mean())
     with pytest.raises(ValueError, match="loss must be one of 'mse', 'mae', 'l2mae', 'huber', got 'hinge'"):
         load_config(None, ["loss=hinge"])
+
+
+def test_ensemble_trains_members_on_one_split_and_writes_their_committee(small_data, tmp_path):
+    """--ensemble 2 --bootstrap: two members with their own seeds, the committee file of both."""
+    from facet import modelfile
+
+    out = tmp_path / "committee"
+    args = ["--data", str(small_data), "--out", str(out), "--max-steps", "3", "--no-progress", "--ensemble", "2",
+            "--bootstrap", *sum((["--set", s] for s in TINY + ["eval_every=10000"]), [])]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    configs = [json.loads((out / f"member_{k}" / "config.json").read_text()) for k in range(2)]
+    assert [c["seed"] for c in configs] == [0, 1]
+    assert configs[0]["model"]["degree_values"] == configs[1]["model"]["degree_values"]  # shared statistics
+    assert modelfile.read_header(out / "committee.hlo")["committee"]["members"] == 2
+    assert run_cli("--data", str(small_data), "--out", str(tmp_path / "x"), "--bootstrap").returncode == 2

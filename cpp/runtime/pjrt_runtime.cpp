@@ -181,6 +181,14 @@ std::shared_ptr<PjrtPlugin> PjrtPlugin::load(const std::string &library)
   return plugin;
 }
 
+void PjrtPlugin::discard(PJRT_Error *err) const
+{
+  if (!err) return;
+  auto destroy = args_of<PJRT_Error_Destroy_Args>();
+  destroy.error = err;
+  api_->PJRT_Error_Destroy(&destroy);
+}
+
 void PjrtPlugin::check(PJRT_Error *err, const std::string &what) const
 {
   if (!err) return;
@@ -244,22 +252,12 @@ PjrtModel::~PjrtModel()
   for (auto &entry : executables_) {
     auto destroy = args_of<PJRT_LoadedExecutable_Destroy_Args>();
     destroy.executable = entry.second;
-    PJRT_Error *err = api->PJRT_LoadedExecutable_Destroy(&destroy);
-    if (err) {
-      auto d = args_of<PJRT_Error_Destroy_Args>();
-      d.error = err;
-      api->PJRT_Error_Destroy(&d);
-    }
+    plugin_->discard(api->PJRT_LoadedExecutable_Destroy(&destroy));
   }
   if (client_) {
     auto destroy = args_of<PJRT_Client_Destroy_Args>();
     destroy.client = client_;
-    PJRT_Error *err = api->PJRT_Client_Destroy(&destroy);
-    if (err) {
-      auto d = args_of<PJRT_Error_Destroy_Args>();
-      d.error = err;
-      api->PJRT_Error_Destroy(&d);
-    }
+    plugin_->discard(api->PJRT_Client_Destroy(&destroy));
   }
 }
 
@@ -317,9 +315,7 @@ PJRT_LoadedExecutable *PjrtModel::executable(long n_pad, long e_pad)
       load.serialized_executable_size = bytes.size();
       PJRT_Error *err = api->PJRT_Executable_DeserializeAndLoad(&load);
       if (err) {  // a stale or foreign entry: compile instead
-        auto d = args_of<PJRT_Error_Destroy_Args>();
-        d.error = err;
-        api->PJRT_Error_Destroy(&d);
+        plugin_->discard(err);
       } else {
         loaded = load.loaded_executable;
         ++num_cache_loads_;
@@ -362,11 +358,7 @@ PJRT_LoadedExecutable *PjrtModel::executable(long n_pad, long e_pad)
         PJRT_Error *derr = api->PJRT_Executable_Destroy(&destroy);
         if (derr) err = err ? err : derr;
       }
-      if (err) {  // no cache entry: only the next start-up pays
-        auto d = args_of<PJRT_Error_Destroy_Args>();
-        d.error = err;
-        api->PJRT_Error_Destroy(&d);
-      }
+      plugin_->discard(err);  // no cache entry: only the next start-up pays
     }
   }
   compile_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -385,12 +377,7 @@ struct Buffers {
       if (!b) continue;
       auto destroy = args_of<PJRT_Buffer_Destroy_Args>();
       destroy.buffer = b;
-      PJRT_Error *err = plugin->api()->PJRT_Buffer_Destroy(&destroy);
-      if (err) {
-        auto d = args_of<PJRT_Error_Destroy_Args>();
-        d.error = err;
-        plugin->api()->PJRT_Error_Destroy(&d);
-      }
+      plugin->discard(plugin->api()->PJRT_Buffer_Destroy(&destroy));
     }
   }
 };

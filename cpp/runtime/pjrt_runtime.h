@@ -47,6 +47,8 @@ class PjrtPlugin {
   const std::string &library() const { return library_; }
   // Throws PjrtError("<what>: <PJRT's message>") when err is not null (and frees it).
   void check(PJRT_Error *err, const std::string &what) const;
+  // Frees an error that changes nothing (cleanup, an optional cache).
+  void discard(PJRT_Error *err) const;
 
  private:
   const PJRT_Api *api_ = nullptr;

@@ -91,7 +91,7 @@ def committee_function(config, member_params: Sequence[Any], dtype: str) -> Call
         energies, grads, forces = jax.vmap(one)(stacked)  # (M, N), (M, E, 3), (M, N, 3)
         mean_forces = jnp.mean(forces, axis=0)
         force_dev = jnp.sum((forces - mean_forces) ** 2, axis=-1)  # (M, N)
-        force_std = jnp.sqrt(jnp.mean(force_dev, axis=0) + 0.0)
+        force_std = jnp.sqrt(jnp.mean(force_dev, axis=0))
         energy_std = jnp.std(energies, axis=0)
         member_energies = jnp.sum(energies * energy_mask, axis=1)
         return jnp.mean(energies, axis=0), jnp.mean(grads, axis=0), energy_std, force_std, member_energies
@@ -102,7 +102,7 @@ def committee_function(config, member_params: Sequence[Any], dtype: str) -> Call
 def export_committee(paths: Sequence[str | Path], output, dtype: str | None = None, platforms=("cpu",),
                      pjrt: bool = True, info: dict | None = None) -> dict[str, Any]:
     """Write the committee of these checkpoints to one model file; returns its header."""
-    from facet import export, modelfile, pjrt_program
+    from facet import export, model, modelfile, pjrt_program
 
     config, params, infos = load_members(paths)
     dtype = dtype or config.dtype
@@ -111,12 +111,7 @@ def export_committee(paths: Sequence[str | Path], output, dtype: str | None = No
     header = export.model_header(config, params[0], dtype, {**(infos[0] or {}), **(info or {})})
     header["committee"] = {"members": len(params), "outputs": list(COMMITTEE_OUTPUTS),
                            "member_checkpoints": [Path(p).name for p in paths]}
-    header["parameter_count"] = sum(model_parameter_count(p) for p in params)
+    header["parameter_count"] = sum(model.count_parameters(p) for p in params)
     extra = pjrt_program.sections(exported) if pjrt else None
     return modelfile.save_model_file(output, exported, header, extra)
 
-
-def model_parameter_count(params) -> int:
-    from facet import model
-
-    return model.count_parameters(params)

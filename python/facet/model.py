@@ -52,8 +52,8 @@ def bessel_basis(distance: jax.Array, frequencies: jax.Array, r_max: jax.Array) 
 def polynomial_envelope(x: jax.Array, p: int) -> jax.Array:
     """Smooth cutoff u_p(x), x = d / r_max: u(0)=1; u, u' and u'' vanish at x=1; 0 beyond.
 
-    e3nn's poly_envelope(p - 1, 2) is this polynomial; it is also the more accurate of the
-    two closed forms in float32 (1e-7 against 6e-6 near x = 1)."""
+    e3nn's poly_envelope(p - 1, 2) is this polynomial (tests/test_model.py checks it against
+    the closed form)."""
     return e3nn.poly_envelope(p - 1, 2)(x)
 
 

@@ -691,21 +691,22 @@ def run_ensemble(cfg, args) -> int:
     from facet import committee
 
     out = Path(args.out)
+    data = prepare_data(args.data, cfg, split_indices=args.split_indices)  # one split for every member
     paths = []
     for k in range(args.ensemble):
         member_args = argparse.Namespace(**{**vars(args), "out": str(out / f"member_{k}")})
-        member_cfg = dataclasses.replace(cfg, seed=cfg.seed + k)  # the split stays the base seed's (in run)
+        member_cfg = dataclasses.replace(cfg, seed=cfg.seed + k)
         print(f"== committee member {k + 1} of {args.ensemble} (seed {member_cfg.seed})")
-        run(member_cfg, member_args, member=k, split_seed=cfg.seed)
+        run(member_cfg, member_args, member=k, data=data)
         paths.append(out / f"member_{k}" / "checkpoints" / "last.ckpt")
     header = committee.export_committee(paths, out / "committee.hlo")
     print(f"committee of {header['committee']['members']} members: {out / 'committee.hlo'}")
     return 0
 
 
-def run(cfg, args, member: int | None = None, split_seed: int | None = None) -> int:
-    """One training run. As a committee member (member = K), the data split uses split_seed
-    (the committee's) and a bootstrap member resamples its training set."""
+def run(cfg, args, member: int | None = None, data: Datasets | None = None) -> int:
+    """One training run. A committee member (member = K) gets the committee's data; a
+    bootstrap member resamples its training set."""
     import jax
 
     from facet import checkpoint
@@ -731,8 +732,8 @@ def run(cfg, args, member: int | None = None, split_seed: int | None = None) -> 
         elements = tuple(cfg.model.elements)
         init_params = payload["ema_params"]
         print(f"fine-tuning from {args.init_from} (step {payload['step']})")
-    split_cfg = cfg if split_seed is None else dataclasses.replace(cfg, seed=split_seed)
-    data = prepare_data(args.data, split_cfg, split_indices=args.split_indices, elements=elements)
+    if data is None:
+        data = prepare_data(args.data, cfg, split_indices=args.split_indices, elements=elements)
     statistics_graphs = None
     if member is not None and getattr(args, "bootstrap", False):
         statistics_graphs = data.train  # every member shares the statistics of the whole set
