@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facet-installed
 
-.PHONY: install demo lint test test-slow test-all peer-envs test-peers bench bench-peers clean
+.PHONY: install demo active-demo lint test test-slow test-all peer-envs test-peers bench bench-peers clean
 
 # Create the venv and install Facet (building the LAMMPS plugin) with its test tools.
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard cpp/*) $(wildcard cpp/runtime/*)
@@ -18,6 +18,11 @@ install: $(STAMP)
 # Train a small Facet model on the bundled data, export it, run ASE and LAMMPS MD with it.
 demo: $(STAMP)
 	$(PY) examples/demo.py --out demo
+
+# Active learning in minutes: a 4-member committee learns hot SiO2, the Vashishta potential
+# labelling what it is unsure of (examples/active/; report in active-demo/active/report.md).
+active-demo: $(STAMP)
+	$(PY) examples/active/demo.py --out active-demo
 
 # The linter (configured in pyproject.toml), then the default suite (slow tests are
 # marked and run with `make test-slow`).

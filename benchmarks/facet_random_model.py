@@ -20,6 +20,29 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+def random_model(config_path, elements, cutoff=None, seed=0):
+    """(model config, parameters) of the config's architecture with random weights, every
+    layer scale non-zero so that every block really computes, as in a trained model."""
+    import jax
+
+    from facet import graph, model
+    from facet.config import load_config
+
+    cfg = load_config(config_path).model
+    cutoff = cutoff or cfg.r_max_init
+    radii = graph.degree_radii(cfg.graph_cutoff)
+    # A dense crystal's neighbour count (about 0.05 atoms/Å^3): only normalises messages.
+    values = tuple(float(4.0 / 3.0 * math.pi * r**3 * 0.05) for r in radii)
+    cfg = dataclasses.replace(cfg, elements=tuple(elements), degree_radii=tuple(float(r) for r in radii),
+                              degree_values=values, r_max_init=min(cutoff, cfg.graph_cutoff - 1e-3))
+    params = model.init(model.Facet(cfg), jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: rng.normal(0.0, 0.3, x.shape).astype(x.dtype)
+        if "layer_scale" in jax.tree_util.keystr(path) else x, params)
+    return cfg, params
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--elements", nargs="+", required=True)
@@ -31,26 +54,9 @@ def main(argv=None):
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args(argv)
 
-    import jax
+    from facet import export
 
-    from facet import export, graph, model
-    from facet.config import load_config
-
-    cfg = load_config(args.config).model
-    cutoff = args.cutoff or cfg.r_max_init
-    radii = graph.degree_radii(cfg.graph_cutoff)
-    # A dense crystal's neighbour count (about 0.05 atoms/Å^3): only normalises messages.
-    values = tuple(float(4.0 / 3.0 * math.pi * r**3 * 0.05) for r in radii)
-    cfg = dataclasses.replace(cfg, elements=tuple(args.elements), degree_radii=tuple(float(r) for r in radii),
-                              degree_values=values, r_max_init=min(cutoff, cfg.graph_cutoff - 1e-3))
-    module = model.Facet(cfg)
-    params = model.init(module, jax.random.key(0))
-    # Layer scales start at 0 (the block outputs would vanish): give them random values
-    # so every block really computes, as in a trained model.
-    rng = np.random.default_rng(0)
-    params = jax.tree_util.tree_map_with_path(
-        lambda path, x: rng.normal(0.0, 0.3, x.shape).astype(x.dtype)
-        if "layer_scale" in jax.tree_util.keystr(path) else x, params)
+    cfg, params = random_model(args.config, args.elements, args.cutoff)
     header = export.export_model(cfg, params, args.output, dtype=args.dtype,
                                  platforms=tuple(p.strip() for p in args.platforms.split(",")),
                                  info={"weights": "random (timing only)", "elements": list(args.elements)})

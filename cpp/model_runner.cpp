@@ -37,9 +37,10 @@ class PjrtRunner : public ModelRunner {
   {
     return model_->committee_members() ? &model_->atom_energy_std() : nullptr;
   }
-  const std::vector<double> *atom_force_std() const override
+  int committee_members() const override { return model_->committee_members(); }
+  const std::vector<double> *member_forces() const override
   {
-    return model_->committee_members() ? &model_->atom_force_std() : nullptr;
+    return model_->committee_members() ? &model_->member_forces() : nullptr;
   }
 
   void compute(const double *edge_vectors, const int32_t *senders, const int32_t *receivers, int64_t nedges,

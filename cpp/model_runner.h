@@ -41,10 +41,12 @@ class ModelRunner {
   virtual void compute(const double *edge_vectors, const int32_t *senders, const int32_t *receivers,
                        int64_t nedges, const int32_t *species, const double *energy_mask, int64_t nnodes,
                        std::vector<double> &atom_energies, std::vector<double> &de_dedge) = 0;
-  // A committee model (facet.committee): after compute(), each node's energy and force
-  // standard deviation over its members; nullptr for a single model.
+  // A committee model (facet.committee): its member count (0 for a single model) and, after
+  // compute(), each node's energy standard deviation (nnodes) and each member's forces on
+  // every node (committee_members() x nnodes x 3, member-major); nullptr for a single model.
+  virtual int committee_members() const { return 0; }
   virtual const std::vector<double> *atom_energy_std() const { return nullptr; }
-  virtual const std::vector<double> *atom_force_std() const { return nullptr; }
+  virtual const std::vector<double> *member_forces() const { return nullptr; }
 };
 
 struct RunnerOptions {

@@ -33,7 +33,7 @@ static std::string join(const std::vector<std::string> &words)
 
 PairFacet::PairFacet(LAMMPS *lmp) :
     Pair(lmp), graph_request(GRAPH_AUTO), ghost_nodes(false), model_cutoff(0.0), model_layers(0),
-    reverse_vatom(0), uncertainty_flag(0), uncertainty_nmax(0), uncertainty(nullptr)
+    reverse_vatom(0), committee_members(0), reverse_members(false), uncertainty_flag(0), uncertainty_nmax(0), uncertainty(nullptr)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -285,8 +285,10 @@ void PairFacet::init_style()
 
   // newton_pair off with ghost nodes: LAMMPS does not reverse-communicate
   // ghost forces, so this style does (forces + per-atom virial)
-  comm_reverse = 0;
-  comm_reverse_off = (ghost_nodes && !force->newton_pair) ? 9 : 0;
+  // and a committee's member forces (3 per member) with ghost nodes, either newton setting
+  committee_members = model->committee_members();
+  comm_reverse = ghost_nodes ? 3 * committee_members : 0;
+  comm_reverse_off = (ghost_nodes && !force->newton_pair) ? std::max(9, comm_reverse) : comm_reverse;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -348,13 +350,30 @@ void PairFacet::compute(int eflag, int vflag)
     de_dedge.assign(3 * graph.nedges, 0.0);
   }
 
-  // a committee's spread, per owned atom (fix pair ... uncertainty)
-  if (model->atom_force_std() && any_owned) {
+  // a committee's spread, per owned atom (fix pair ... uncertainty): member forces of
+  // ghost nodes are added to their owners first, so the deviation is exact on any ranks
+  if (committee_members) {
+    const int nm3 = 3 * committee_members;
+    const int64_t nnodes = graph.nnodes;
+    member_forces.assign(static_cast<size_t>(nall) * nm3, 0.0);
+    if (any_owned) {
+      const std::vector<double> &mf = *model->member_forces();    // (members, nnodes, 3)
+      for (int m = 0; m < committee_members; m++)
+        for (int64_t i = 0; i < nnodes; i++)
+          for (int k = 0; k < 3; k++) member_forces[i * nm3 + 3 * m + k] = mf[(m * nnodes + i) * 3 + k];
+    }
+    if (ghost_nodes) {
+      reverse_members = true;
+      comm->reverse_comm(this);
+      reverse_members = false;
+    }
     grow_uncertainty();
-    const std::vector<double> &estd = *model->atom_energy_std(), &fstd = *model->atom_force_std();
+    const std::vector<double> *estd = any_owned ? model->atom_energy_std() : nullptr;
     for (int i = 0; i < nlocal; i++) {
-      uncertainty[i][0] = graph.energy_mask[i] != 0.0 ? estd[i] : 0.0;
-      uncertainty[i][1] = graph.energy_mask[i] != 0.0 ? fstd[i] : 0.0;
+      const bool mine = graph.energy_mask[i] != 0.0;
+      uncertainty[i][0] = mine && estd ? (*estd)[i] : 0.0;
+      uncertainty[i][1] = mine ? facet::member_force_deviation(&member_forces[static_cast<size_t>(i) * nm3],
+                                                               committee_members) : 0.0;
     }
   }
 
@@ -420,6 +439,12 @@ int PairFacet::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
   const int last = first + n;
+  if (reverse_members) {
+    const int nm3 = 3 * committee_members;
+    for (int i = first; i < last; i++)
+      for (int k = 0; k < nm3; k++) buf[m++] = member_forces[static_cast<size_t>(i) * nm3 + k];
+    return m;
+  }
   for (int i = first; i < last; i++) {
     for (int k = 0; k < 3; k++) buf[m++] = fbuf[3 * static_cast<size_t>(i) + k];
     if (reverse_vatom)
@@ -431,6 +456,12 @@ int PairFacet::pack_reverse_comm(int n, int first, double *buf)
 void PairFacet::unpack_reverse_comm(int n, int *list, double *buf)
 {
   int m = 0;
+  if (reverse_members) {
+    const int nm3 = 3 * committee_members;
+    for (int i = 0; i < n; i++)
+      for (int k = 0; k < nm3; k++) member_forces[static_cast<size_t>(list[i]) * nm3 + k] += buf[m++];
+    return;
+  }
   for (int i = 0; i < n; i++) {
     const size_t j = list[i];
     for (int k = 0; k < 3; k++) fbuf[3 * j + k] += buf[m++];
@@ -460,7 +491,7 @@ void *PairFacet::extract(const char *name, int &dim)
 void *PairFacet::extract_peratom(const char *name, int &ncol)
 {
   if (strcmp(name, "uncertainty") != 0) return nullptr;
-  if (!model || !model->atom_force_std())
+  if (!model || !model->committee_members())
     error->all(FLERR, "Pair style facet: 'uncertainty' needs a committee model file (python -m facet.export "
                       "committee, or python -m facet.train --ensemble N) run by the default runtime (pjrt)");
   grow_uncertainty();

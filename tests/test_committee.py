@@ -123,3 +123,48 @@ def test_lammps_uncertainty_equals_ase_and_halts_a_run(members, committee_file, 
     with pytest.raises(Exception, match="needs a committee model file"):
         with lammps_session(atoms, ["Si", "O"], f"facet {single}", tmp_path, commands=fix):
             pass
+
+
+@pytest.mark.mpi
+def test_lammps_uncertainty_under_mpi_equals_ase(committee_file, tmp_path):
+    """Under MPI the pair style adds each ghost atom's member forces to its owner before the
+    deviation, so every rank layout gives ASE's per-atom spread (an atom's force std needs
+    the contributions of every rank whose ghosts it is)."""
+    pytest.importorskip("facet._pjrt", reason="facet._pjrt is not built")
+    from lammps_support import plugin_path, run_lmp, sio_triclinic, write_lammps_data
+
+    from facet.modelfile import read_header
+
+    header = read_header(committee_file)
+    comm_cutoff = header["num_layers"] * header["cutoff"] + 1.0
+    atoms = sio_triclinic().repeat((2, 1, 1))
+    atoms.calc = FacetCalculator(committee_file)
+    atoms.get_potential_energy()
+    expected = np.stack([atoms.calc.results["energies_std"], atoms.calc.results["forces_std"]], axis=1)
+    assert expected[:, 1].min() > 1e-3  # the members disagree everywhere: a real test
+    data = tmp_path / "structure.data"
+    write_lammps_data(data, atoms, ["Si", "O"])
+    for np_, newton in ((1, "on"), (2, "on"), (2, "off"), (4, "on")):
+        work = tmp_path / f"np{np_}_{newton}"
+        work.mkdir()
+        text = f"""
+plugin load {plugin_path()}
+units metal
+atom_style atomic
+boundary p p p
+newton {newton}
+read_data {data}
+pair_style facet {committee_file}
+pair_coeff * * Si O
+neighbor 1.0 bin
+comm_modify cutoff {comm_cutoff}
+fix unc all pair 1 facet uncertainty 1
+dump 1 all custom 1 spread.dump id f_unc[1] f_unc[2]
+dump_modify 1 sort id format float %.17g
+run 0
+"""
+        proc = run_lmp(text, work, np_=np_, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        rows = np.loadtxt(work / "spread.dump", skiprows=9)
+        np.testing.assert_allclose(rows[:, 1:], expected, rtol=1e-8, atol=1e-10,
+                                   err_msg=f"{np_} ranks, newton {newton}")

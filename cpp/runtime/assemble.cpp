@@ -1,5 +1,7 @@
 #include "assemble.h"
 
+#include <cmath>
+
 namespace facet {
 
 void add_forces_and_virial(const double *edge_vectors, const double *edge_gradients, const int32_t *senders,
@@ -30,6 +32,20 @@ void add_forces_and_virial(const double *edge_vectors, const double *edge_gradie
   }
   if (virial)
     for (int k = 0; k < 6; k++) virial[k] += sum[k];
+}
+
+double member_force_deviation(const double *member_forces, int members)
+{
+  double mean[3] = {0.0, 0.0, 0.0};
+  for (int m = 0; m < members; m++)
+    for (int k = 0; k < 3; k++) mean[k] += member_forces[3 * m + k] / members;
+  double sum = 0.0;
+  for (int m = 0; m < members; m++)
+    for (int k = 0; k < 3; k++) {
+      const double d = member_forces[3 * m + k] - mean[k];
+      sum += d * d;
+    }
+  return std::sqrt(sum / members);
 }
 
 }  // namespace facet

@@ -16,4 +16,8 @@ void add_forces_and_virial(const double *edge_vectors, const double *edge_gradie
                            const int32_t *receivers, int64_t n_edges, double *const *force_rows, double *virial,
                            double *const *atom_virial_rows);
 
+// A committee's force deviation at one atom, sqrt(mean_m |F_m - mean_m F_m|^2), from its
+// members' forces on that atom: member_forces[3 * m + k] for member m and component k.
+double member_force_deviation(const double *member_forces, int members);
+
 }  // namespace facet

@@ -224,7 +224,16 @@ PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(
   }
   if (!file.has_section("xla_compile_options"))
     throw ModelFileError(file.path + ": no 'xla_compile_options' section. Re-export the model.");
-  if (file.header.has("committee")) committee_members_ = int(file.header["committee"]["members"].integer());
+  if (file.header.has("committee")) {
+    const Json &committee = file.header["committee"];
+    const std::vector<std::string> expected = {"atom_energies", "dE_dedge", "atom_energy_std", "member_forces",
+                                               "member_energies"};
+    if (!committee.has("outputs") || committee["outputs"].strings() != expected)
+      throw ModelFileError(file.path + ": a committee file from an earlier Facet (its outputs are not " +
+                           "atom_energies, dE_dedge, atom_energy_std, member_forces, member_energies). Re-export "
+                           "it with `python -m facet.export committee CKPT1 CKPT2 ... -o committee.hlo`.");
+    committee_members_ = int(committee["members"].integer());
+  }
   template_ = file.section(section);
   compile_options_ = file.section("xla_compile_options");
   std::string library = options.plugin.empty() ? default_plugin_library(options.device) : options.plugin;
@@ -494,9 +503,9 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
   for (long i = 0; i < n_atoms; ++i) atom_energies[i] = load(out_energies_, size_t(i));
   for (long i = 0; i < 3 * n_edges; ++i) edge_gradients[i] = load(out_gradients_, size_t(i));
   if (committee_members_) {
-    std::vector<double> *targets3[3] = {&atom_energy_std_, &atom_force_std_, &member_energies_};
-    const size_t sizes[3] = {size_t(n_pad), size_t(n_pad), size_t(committee_members_)};
-    const size_t keep[3] = {size_t(n_atoms), size_t(n_atoms), size_t(committee_members_)};
+    const size_t members = size_t(committee_members_);
+    std::vector<double> *targets3[3] = {&atom_energy_std_, &member_forces_, &member_energies_};
+    const size_t sizes[3] = {size_t(n_pad), members * size_t(n_pad) * 3, members};
     std::vector<char> raw;
     for (int k = 0; k < 3; ++k) {
       raw.resize(sizes[k] * fsize);
@@ -506,8 +515,16 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
       fetch.dst_size = raw.size();
       plugin_->check(api->PJRT_Buffer_ToHostBuffer(&fetch), "copying the committee outputs to the host");
       await_event(*plugin_, fetch.event, "copying the committee outputs to the host");
-      targets3[k]->resize(keep[k]);
-      for (size_t i = 0; i < keep[k]; ++i) (*targets3[k])[i] = load(raw, i);
+      if (k == 1) {  // (members, n_pad, 3) -> (members, n_atoms, 3)
+        member_forces_.resize(members * size_t(n_atoms) * 3);
+        for (size_t m = 0; m < members; ++m)
+          for (size_t i = 0; i < size_t(3 * n_atoms); ++i)
+            member_forces_[m * size_t(3 * n_atoms) + i] = load(raw, m * size_t(3 * n_pad) + i);
+        continue;
+      }
+      const size_t keep = k == 0 ? size_t(n_atoms) : members;
+      targets3[k]->resize(keep);
+      for (size_t i = 0; i < keep; ++i) (*targets3[k])[i] = load(raw, i);
     }
   }
 }

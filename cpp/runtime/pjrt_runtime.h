@@ -82,10 +82,11 @@ class PjrtModel {
   double compile_seconds() const { return compile_seconds_; }
   std::vector<std::pair<long, long>> buckets_seen() const;
   // A committee file (facet.committee) returns its members' spread too; after evaluate():
-  // each atom's energy and force standard deviation (n_atoms) and each member's energy.
+  // each atom's energy standard deviation (n_atoms), each member's forces on every node
+  // (members x n_atoms x 3, member-major) and each member's energy.
   int committee_members() const { return committee_members_; }
   const std::vector<double> &atom_energy_std() const { return atom_energy_std_; }
-  const std::vector<double> &atom_force_std() const { return atom_force_std_; }
+  const std::vector<double> &member_forces() const { return member_forces_; }
   const std::vector<double> &member_energies() const { return member_energies_; }
 
  private:
@@ -107,7 +108,7 @@ class PjrtModel {
   std::vector<int> in_senders_, in_receivers_, in_species_;
   std::vector<char> out_energies_, out_gradients_;
   int committee_members_ = 0;
-  std::vector<double> atom_energy_std_, atom_force_std_, member_energies_;
+  std::vector<double> atom_energy_std_, member_forces_, member_energies_;
 };
 
 // The plugin library used when none is given: $FACET_PJRT_PLUGIN, else the path found at

@@ -130,7 +130,10 @@ PYBIND11_MODULE(_pjrt, m)
         if (!s.model_.committee_members()) return py::none();
         py::dict d;
         d["atom_energy_std"] = py::array_t<double>(s.model_.atom_energy_std().size(), s.model_.atom_energy_std().data());
-        d["atom_force_std"] = py::array_t<double>(s.model_.atom_force_std().size(), s.model_.atom_force_std().data());
+        const auto &forces = s.model_.member_forces();
+        const size_t members = size_t(s.model_.committee_members());
+        const size_t n = forces.size() / (3 * members);
+        d["member_forces"] = py::array_t<double>(std::vector<size_t>{members, n, 3}, forces.data());
         d["member_energies"] = py::array_t<double>(s.model_.member_energies().size(), s.model_.member_energies().data());
         return std::move(d);
       });

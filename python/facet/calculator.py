@@ -19,6 +19,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import atomic_numbers, chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from facet import committee
 from facet.errors import ModelFileError
 from facet.graph import neighbour_list
 from facet.runtime import ModelRunner, assemble
@@ -159,7 +160,7 @@ class FacetCalculator(Calculator):
         if spread is not None:  # a committee: its members' disagreement
             self.results["energy_std"] = float(np.std(spread["member_energies"]))
             self.results["energies_std"] = spread["atom_energy_std"]
-            self.results["forces_std"] = spread["atom_force_std"]
+            self.results["forces_std"] = committee.force_std(spread["member_forces"])
         volume = abs(float(np.linalg.det(cell))) if pbc.any() else 0.0
         if volume > 1e-12:
             sigma = -virial / volume

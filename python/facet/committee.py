@@ -9,9 +9,10 @@ padding) and evaluates every member on it, returning, beside the contract's two 
 
 * ``atom_energies``, ``dE_dedge``: the members' mean (what MD integrates);
 * ``atom_energy_std`` (N,): each atom's energy standard deviation over members;
-* ``atom_force_std`` (N,): each atom's force deviation, sqrt(mean_m |F_m,i - mean F_i|^2),
-  with forces assembled inside the program from each member's dE/d(edge) (exact for the
-  atoms whose every edge is in the graph: all atoms in ASE and serial LAMMPS);
+* ``member_forces`` (M, N, 3): each member's forces on the graph's nodes, assembled inside
+  the program from its dE/d(edge); ``force_std`` turns them into each atom's force
+  deviation. A runtime whose graph holds ghost nodes (LAMMPS under MPI) first adds the
+  ghost rows to their owners, as it does with the forces, so the deviation stays exact;
 * ``member_energies`` (M,): each member's total masked energy (their spread is the
   uncertainty of the total energy).
 """
@@ -26,7 +27,14 @@ import numpy as np
 
 from facet.errors import CheckpointError
 
-COMMITTEE_OUTPUTS = ("atom_energies", "dE_dedge", "atom_energy_std", "atom_force_std", "member_energies")
+COMMITTEE_OUTPUTS = ("atom_energies", "dE_dedge", "atom_energy_std", "member_forces", "member_energies")
+
+
+def force_std(member_forces: np.ndarray) -> np.ndarray:
+    """Each atom's force deviation over the members, sqrt(mean_m |F_m,i - mean_m F_m,i|^2)
+    (eV/Å), from member forces of shape (M, N, 3)."""
+    deviation = member_forces - member_forces.mean(axis=0)
+    return np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=0))
 
 
 def load_members(paths: Sequence[str | Path]):
@@ -89,12 +97,8 @@ def committee_function(config, member_params: Sequence[Any], dtype: str) -> Call
             return e, g, forces
 
         energies, grads, forces = jax.vmap(one)(stacked)  # (M, N), (M, E, 3), (M, N, 3)
-        mean_forces = jnp.mean(forces, axis=0)
-        force_dev = jnp.sum((forces - mean_forces) ** 2, axis=-1)  # (M, N)
-        force_std = jnp.sqrt(jnp.mean(force_dev, axis=0))
-        energy_std = jnp.std(energies, axis=0)
         member_energies = jnp.sum(energies * energy_mask, axis=1)
-        return jnp.mean(energies, axis=0), jnp.mean(grads, axis=0), energy_std, force_std, member_energies
+        return jnp.mean(energies, axis=0), jnp.mean(grads, axis=0), jnp.std(energies, axis=0), forces, member_energies
 
     return fn
 

@@ -63,7 +63,7 @@ class ModelRunner:
         self.num_layers: int = int(header["num_layers"])
         self.dtype: str = str(header["dtype"])
         # A committee file (facet.committee) also returns the members' spread; the last call's
-        # is in last_uncertainty (atom_energy_std, atom_force_std, member_energies).
+        # is in last_uncertainty (atom_energy_std, member_forces, member_energies).
         self.committee: int = int((header.get("committee") or {}).get("members") or 0)
         self.last_uncertainty: dict[str, np.ndarray] | None = None
         self._np_dtype = np.dtype(self.dtype)
@@ -218,7 +218,7 @@ class ModelRunner:
             if self.committee:  # a committee's uncertainty outputs, beside the contract's two
                 self.last_uncertainty = {
                     "atom_energy_std": np.asarray(outputs[2])[:n_atoms].astype(np.float64),
-                    "atom_force_std": np.asarray(outputs[3])[:n_atoms].astype(np.float64),
+                    "member_forces": np.asarray(outputs[3])[:, :n_atoms].astype(np.float64),
                     "member_energies": np.asarray(outputs[4]).astype(np.float64),
                 }
         self.num_calls += 1

@@ -204,6 +204,29 @@ def make_train_step(module, optimizer, cfg):
     return jax.jit(functools.partial(train_step, module, optimizer, cfg))
 
 
+_JITTED: dict[str, tuple] = {}
+
+
+def jitted_functions(cfg, module, optimizer) -> tuple:
+    """(train step, evaluation sums, EMA update, prediction) for this config, jitted once per
+    process: the members of a committee and the fine-tuning runs of one model share their
+    compilations (about half a minute each on a CPU). The seed and the run limits do not
+    enter the programs, so they are not part of the key."""
+    import jax
+
+    from facet.config import to_dict
+
+    key = json.dumps(to_dict(dataclasses.replace(cfg, seed=0, max_steps=0, max_time_minutes=0)), sort_keys=True,
+                     default=str)
+    if key not in _JITTED:
+        evaluate = jax.jit(lambda p, b: losses.stacked_sums(module, p, b, cfg.model.graph_cutoff, cfg.huber_delta))
+        ema = jax.jit(lambda e, p, d: jax.tree.map(lambda a, b: d * a + (1 - d) * b, e, p))
+        predict = jax.jit(jax.vmap(lambda p, b: losses.predict(module, p, b, cfg.model.graph_cutoff),
+                                   in_axes=(None, 0)))
+        _JITTED[key] = (make_train_step(module, optimizer, cfg), evaluate, ema, predict)
+    return _JITTED[key]
+
+
 def fit_statistics(cfg, train_graphs, elements, keep_degree_table: bool = False):
     """A new config with the model's statistics fitted on the training graphs: the
     element list and the average-degree table k(r) (a fine-tuned model keeps its own
@@ -357,12 +380,7 @@ class Trainer:
         self.validation_s = 0.0  # duration of the last validation pass: reserved at the end of a timed run
         self._compile_shapes = set()
 
-        module = self.module
-        self._update = make_train_step(module, self.optimizer, cfg)
-        self._eval = jax.jit(lambda p, b: losses.stacked_sums(module, p, b, cfg.model.graph_cutoff, cfg.huber_delta))
-        self._ema = jax.jit(lambda e, p, d: jax.tree.map(lambda a, b: d * a + (1 - d) * b, e, p))
-        self._predict = jax.jit(jax.vmap(lambda p, b: losses.predict(module, p, b, cfg.model.graph_cutoff),
-                                         in_axes=(None, 0)))
+        self._update, self._eval, self._ema, self._predict = jitted_functions(cfg, self.module, self.optimizer)
 
     def ema_decay(self) -> float:
         """The configured decay, warmed up as (1+n)/(10+n) over the first EMA updates,
@@ -704,9 +722,10 @@ def run_ensemble(cfg, args) -> int:
     return 0
 
 
-def run(cfg, args, member: int | None = None, data: Datasets | None = None) -> int:
+def run(cfg, args, member: int | None = None, data: Datasets | None = None, started_at: float | None = None) -> int:
     """One training run. A committee member (member = K) gets the committee's data; a
-    bootstrap member resamples its training set."""
+    bootstrap member resamples its training set. A --max-time budget counts from
+    started_at: by default the launch, for a committee's later members their own start."""
     import jax
 
     from facet import checkpoint
@@ -748,8 +767,9 @@ def run(cfg, args, member: int | None = None, data: Datasets | None = None) -> i
     if trainer.step >= cfg.max_steps or (cfg.max_time_minutes and trainer.elapsed() >= 60 * cfg.max_time_minutes):
         print(f"run already complete at step {trainer.step}")
     else:
-        # a committee member's budget starts with it (the first one's with the launch)
-        trainer.run(cfg.max_steps, cfg.max_time_minutes, started_at=PROCESS_START if not member else time.time())
+        if started_at is None:  # a committee member's budget starts with it (the first one's with the launch)
+            started_at = PROCESS_START if not member else time.time()
+        trainer.run(cfg.max_steps, cfg.max_time_minutes, started_at=started_at)
     plot_curves(out / "metrics.jsonl", out / "training_curves.png")
     summary = {"step": trainer.step, "num_params": trainer.num_params, "devices": jax.local_device_count(),
                "valid": trainer.evaluate(trainer.valid_loader)}
