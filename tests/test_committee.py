@@ -168,3 +168,27 @@ run 0
         rows = np.loadtxt(work / "spread.dump", skiprows=9)
         np.testing.assert_allclose(rows[:, 1:], expected, rtol=1e-8, atol=1e-10,
                                    err_msg=f"{np_} ranks, newton {newton}")
+
+
+def test_committee_example_input_halts_and_writes_the_frame(committee_file, tmp_path):
+    """examples/lammps/in.committee as a user runs it: the plugin from LAMMPS_PLUGIN_PATH,
+    a threshold the committee passes at once; the run stops early and saves the frame."""
+    pytest.importorskip("facet._pjrt", reason="facet._pjrt is not built")
+    import shutil
+    from pathlib import Path
+
+    from lammps_support import plugin_path, run_lmp, subprocess_env
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "lammps"
+    for name in ("in.committee", "sio2-quartz.data"):
+        shutil.copy(example / name, tmp_path / name)
+    env = subprocess_env()
+    env["LAMMPS_PLUGIN_PATH"] = str(Path(plugin_path()).parent)
+    proc = run_lmp((tmp_path / "in.committee").read_text(), tmp_path, env=env, timeout=300,
+                   args=("-var", "model", str(committee_file), "-var", "threshold", "1e-4", "-var", "steps", "200"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (tmp_path / "log.lammps").read_text().splitlines()
+    stopped = [line for line in log if line.startswith("stopped at step")]
+    assert stopped and int(stopped[0].split()[3].rstrip(":")) < 200
+    frame = (tmp_path / "uncertain_frame.lammpstrj").read_text().splitlines()
+    assert frame[8].split()[-1] == "f_spread[2]" and len(frame) > 9

@@ -124,3 +124,17 @@ def test_fixed_r_max_graph_is_exact(structures):
             results.append((float(energy[0, 0]), np.asarray(forces[0, :g.n_atoms])))
         assert results[0][0] == pytest.approx(results[1][0], abs=1e-10)
         np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-10)
+
+
+def test_jitted_functions_are_shared_by_runs_of_one_program():
+    """Committee members and fine-tuning runs differ in seed and limits only: they share one
+    compilation; anything that enters the program (here a loss weight) gets its own."""
+    from facet.config import TrainConfig
+
+    cfg = TrainConfig()
+    module = model.Facet(cfg.model)
+    first = train.jitted_functions(cfg, module, None)
+    again = train.jitted_functions(dataclasses.replace(cfg, seed=3, max_steps=7, max_time_minutes=1.5), module, None)
+    assert all(a is b for a, b in zip(first, again))
+    other = train.jitted_functions(dataclasses.replace(cfg, force_weight=cfg.force_weight + 1), module, None)
+    assert all(a is not b for a, b in zip(first, other))

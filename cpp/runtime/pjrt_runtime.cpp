@@ -457,7 +457,9 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
     put.type = in.type;
     put.dims = in.dims.data();
     put.num_dims = in.dims.size();
-    put.host_buffer_semantics = PJRT_HostBufferSemantics_kImmutableUntilTransferCompletes;
+    // copied during the call: the event below is then already ready, so waiting on it needs
+    // no hand-off from the plugin's transfer thread
+    put.host_buffer_semantics = PJRT_HostBufferSemantics_kImmutableOnlyDuringCall;
     put.device = device_;
     plugin_->check(api->PJRT_Client_BufferFromHostBuffer(&put), "copying the model inputs to the device");
     args.list.push_back(put.buffer);

@@ -48,6 +48,7 @@ def main() -> int:
        "--config", HERE.parent / "configs" / "facet-tiny.json", "--max-steps", args.member_steps, "--no-progress")
     sh(py, "-m", "facet.active", "--committee", out / "committee", "--data", default_dataset_path(),
        "--out", out / "active", "--temperature", "4000", "--iterations", args.iterations,
+       "--trajectories", "4", "--md-steps", "200", "--finetune-steps", "60",
        "--oracle", f"{HERE / 'vashishta.py'}:VashishtaCalculator", "--test", hot)
     print(f"\nActive-learning demo finished in {(time.time() - start) / 60:.1f} min: {out / 'active' / 'report.md'} "
           f"(plots: active.png, calibration.png)")

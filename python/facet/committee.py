@@ -104,8 +104,9 @@ def committee_function(config, member_params: Sequence[Any], dtype: str) -> Call
 
 
 def export_committee(paths: Sequence[str | Path], output, dtype: str | None = None, platforms=("cpu",),
-                     pjrt: bool = True, info: dict | None = None) -> dict[str, Any]:
-    """Write the committee of these checkpoints to one model file; returns its header."""
+                     pjrt: bool = True, info: dict | None = None, buckets: dict | None = None) -> dict[str, Any]:
+    """Write the committee of these checkpoints to one model file; returns its header.
+    buckets: the file's padding ladder (facet.buckets; default DEFAULT_BUCKETS)."""
     from facet import export, model, modelfile, pjrt_program
 
     config, params, infos = load_members(paths)
@@ -113,6 +114,8 @@ def export_committee(paths: Sequence[str | Path], output, dtype: str | None = No
     fn = committee_function(config, params, dtype)
     exported = export.export_program(fn, dtype, platforms, outputs=len(COMMITTEE_OUTPUTS))
     header = export.model_header(config, params[0], dtype, {**(infos[0] or {}), **(info or {})})
+    if buckets:
+        header["shape_policy"]["buckets"] = dict(buckets)
     header["committee"] = {"members": len(params), "outputs": list(COMMITTEE_OUTPUTS),
                            "member_checkpoints": [Path(p).name for p in paths]}
     header["parameter_count"] = sum(model.count_parameters(p) for p in params)
