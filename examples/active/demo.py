@@ -14,18 +14,17 @@ Every step is the command a user would type; they are printed as they run.
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def sh(*cmd) -> None:
-    print(f"\n$ {shlex.join(map(str, cmd))}", flush=True)
-    subprocess.run([str(c) for c in cmd], check=True)
+# `make demo`'s walk-through prints and runs each command the same way: use its helper
+_spec = importlib.util.spec_from_file_location("facet_demo", HERE.parent / "demo.py")
+_demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_demo)
+sh = _demo.sh
 
 
 def main() -> int:

@@ -120,7 +120,7 @@ def load_oracle(spec: str):
     return factory()
 
 
-def run_md(calc, atoms, cfg: ActiveConfig, trajectory: int, threshold: float, halt: float, log=print) -> list[Frame]:
+def run_md(calc, atoms, cfg: ActiveConfig, trajectory: int, halt: float, log=print) -> list[Frame]:
     """Langevin MD from `atoms` with the committee calculator; every `sample_every` steps a
     Frame. Stops early when the largest force std passes `halt` (or the model fails)."""
     from ase import units
@@ -392,8 +392,7 @@ def collect(model_path: Path, starts, oracle, it_dir: Path, iteration: int, thre
     rng = np.random.default_rng([cfg.seed, iteration])
     frames: list[Frame] = []
     for k, i in enumerate(rng.choice(len(starts), cfg.trajectories, replace=len(starts) < cfg.trajectories)):
-        frames += run_md(calc, starts[i], dataclasses.replace(cfg, seed=cfg.seed * 1000 + iteration), k,
-                         threshold, halt, log)
+        frames += run_md(calc, starts[i], dataclasses.replace(cfg, seed=cfg.seed * 1000 + iteration), k, halt, log)
     record["md_s"] = time.time() - t0
     chosen = select_frames(frames, threshold, cfg.max_frames, cfg.min_separation)
     log(f"iteration {iteration}: {len(frames)} frames sampled, {len(chosen)} selected above {threshold:.3f} eV/Å")
