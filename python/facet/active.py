@@ -77,8 +77,8 @@ class ActiveConfig:
     seed: int = 0
 
 
-# The loop's own committee files pad on a coarser ladder (2 rungs per octave, up to 41 %
-# padding instead of 19 %): each new committee then compiles a few shapes for its MD and
+# The loop's own committee files pad on a coarser ladder (2 rungs per octave, up to 50 %
+# padding instead of 25 %, per buckets.ladder_ceil): each new committee then compiles a few shapes for its MD and
 # test structures instead of many (a compilation costs seconds, a step milliseconds).
 LOOP_BUCKETS = {"steps_per_octave": 2, "min_atoms": 8, "min_edges": 64}
 
