@@ -9,9 +9,9 @@
   --startup-repeats processes, for R = pjrt and python.
 * Step: serial NVE on Si diamond supercells of about each size, the wall time of
   `run N pre no post no` / N, for both runtimes in one process (blocks alternate), and the
-  bare execute of the same PJRT executable on the same graph (`facet._pjrt.Model`, the
-  graph from facet.graph.neighbour_list, padded to the bucket LAMMPS used): the floor for
-  the PJRT path. Ratios come from blocks run back to back.
+  bare execute of the same PJRT executable on the same graph (`facet._pjrt.Model` on the
+  pair style's own graph, rebuilt from its neighbour list in its edge order): the floor
+  for the PJRT path. Ratios come from blocks run back to back.
 
 Writes lammps_runtimes.md / .json to --out. Absolute times drift on a shared machine;
 compare the ratios.
@@ -79,12 +79,40 @@ def startup(model: str, data: Path, runtime: str, repeats: int) -> dict:
     return {"seconds": statistics.median(times), "all": times, "jax_imported": any(jax_seen)}
 
 
-def step_times(model: str, sizes, steps: int, blocks: int, log) -> list[dict]:
+def pair_style_graph(lmp, cutoff: float):
+    """The graph pair_style facet builds in serial ('graph folded'), edge for edge in its
+    order: each centre of the style's neighbour list in list order, its neighbours within
+    the cutoff in list order, a ghost neighbour mapped to the owned atom of the same ID
+    (cpp/graph_builder.cpp). Edge order changes gather/scatter locality, so the bare execute
+    must run this graph, not a re-sorted one, to be the floor of the pair style's step."""
     import numpy as np
+
+    nlocal = lmp.extract_global("nlocal")
+    nall = nlocal + lmp.extract_global("nghost")
+    x = np.array(lmp.numpy.extract_atom("x", nelem=nall), dtype=np.float64)
+    tags = np.array(lmp.numpy.extract_atom("id", nelem=nall))
+    local_of_tag = {int(t): k for k, t in enumerate(tags[:nlocal])}
+    owner = np.array([local_of_tag[int(t)] for t in tags])
+    neighbours = lmp.numpy.get_neighlist(lmp.find_pair_neighlist("facet"))
+    vectors, senders, receivers = [], [], []
+    for ii in range(len(neighbours)):
+        i, js = neighbours.get(ii)
+        if i >= nlocal:
+            continue
+        js = np.asarray(js) & 0x1FFFFFFF  # NEIGHMASK: drop special-bond bits
+        d = x[js] - x[i]
+        keep = np.einsum("ij,ij->i", d, d) < cutoff * cutoff
+        vectors.append(d[keep])
+        senders.append(owner[js[keep]])
+        receivers.append(np.full(int(keep.sum()), i))
+    return (np.concatenate(vectors), np.concatenate(senders).astype(np.int32),
+            np.concatenate(receivers).astype(np.int32), np.zeros(nlocal, np.int32), np.ones(nlocal))
+
+
+def step_times(model: str, sizes, steps: int, blocks: int, log) -> list[dict]:
 
     from facet import _pjrt
     from facet._lammps import new_lammps
-    from facet.graph import neighbour_list
 
     rows = []
     for n_target in sizes:
@@ -100,13 +128,8 @@ def step_times(model: str, sizes, steps: int, blocks: int, log) -> list[dict]:
                                     "fix nve all nve\ntimestep 0.0005\nthermo 0\nrun 5")
                 sessions[runtime] = lmp
             bare = _pjrt.Model(model)
-            pos = np.array(sessions["pjrt"].numpy.extract_atom("x")[: len(atoms)], dtype=np.float64)
-            cell = atoms.cell.array
-            frac = np.linalg.solve(cell.T, pos.T).T
-            pos = (frac - np.floor(frac)) @ cell
-            s, r, shifts = neighbour_list(pos, cell, atoms.pbc, bare.cutoff)
-            graph = (pos[s] - pos[r] + shifts @ cell, s.astype(np.int32), r.astype(np.int32),
-                     np.zeros(len(atoms), np.int32), np.ones(len(atoms)))
+            graph = pair_style_graph(sessions["pjrt"], bare.cutoff)
+            s = graph[1]
             bare(*graph)
             timing = {"pjrt": [], "python": [], "bare": []}
             for k in range(blocks):

@@ -239,6 +239,21 @@ def test_budget_loader_packs_every_graph_once_into_one_shape(default_graphs, dev
         BatchLoader(default_graphs, 16, budget=0.9)
 
 
+def test_budget_from_reference_graphs_gives_every_subset_one_shape(default_graphs):
+    """Fine-tuning rounds train on a few new graphs plus a varying replay sample: with the
+    budget taken from the full set, every round pads to the full set's shape (one
+    compilation), and each round's batches still hold all of its graphs."""
+    full = BatchLoader(default_graphs, 8, budget=1.1)
+    rng = np.random.default_rng(0)
+    shapes = set()
+    for size in (20, 37, 64):
+        subset = [default_graphs[i] for i in rng.choice(len(default_graphs), size, replace=False)]
+        loader = BatchLoader(subset, 8, budget=1.1, budget_graphs=default_graphs, seed=size)
+        shapes |= loader.distinct_shapes(range(2))
+        assert sum(int(b.graph_mask.sum()) for b in loader.epoch(0)) == size
+    assert shapes == full.distinct_shapes(range(1))
+
+
 def test_average_degree_table_matches_direct_count(default_graphs):
     graphs = default_graphs[:40]
     radii = degree_radii(5.0)

@@ -281,8 +281,10 @@ def finetune(members: Sequence[Path], base, labelled_graphs: list, out: Path, cf
             statistics_learning_rate_factor=0.0,  # the fitted energy reference and r_max stay put
             warmup_steps=min(trained.warmup_steps, max(1, cfg.finetune_steps // 10)))
         (out / f"member_{k}").mkdir(parents=True, exist_ok=True)
+        # batches padded to the original set's budget: every round and member shares one
+        # compiled training step (a new shape costs about a minute of compilation here)
         trainer = ftrain.Trainer(member_cfg, data, out / f"member_{k}", init_params=payload["ema_params"],
-                                 log=log, progress=False)
+                                 log=log, progress=False, statistics_graphs=base.train)
         trainer.run(cfg.finetune_steps, started_at=time.time())
         paths.append(trainer.ckpt_dir / "last.ckpt")
     committee.export_committee(paths, out / "committee.hlo", buckets=LOOP_BUCKETS)

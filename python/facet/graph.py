@@ -271,7 +271,8 @@ class BatchLoader:
       budgets of b x the mean batch of `batch_size` graphs; graphs are packed
       greedily in the shuffled order until the next one would not fit, so a
       batch holds a varying number of graphs (batch_size on average, at most
-      2 x batch_size). Padding then wastes about b - 1 of the real work.
+      2 x batch_size). Padding then wastes about b - 1 of the real work. The
+      mean may be taken over other graphs (``budget_graphs``).
 
     With num_devices > 1 every batch is split into num_devices sub-batches
     (batch_size / num_devices graphs each, or each packed to the budget), all
@@ -292,6 +293,7 @@ class BatchLoader:
         plan_epochs: int = 8,
         max_shapes: int | None = None,
         budget: float | None = None,
+        budget_graphs: Sequence[Graph] | None = None,
     ):
         if batch_size < 1 or num_devices < 1 or batch_size % num_devices:
             raise ConfigError(f"batch_size ({batch_size}) must be a positive multiple of num_devices ({num_devices})")
@@ -319,10 +321,15 @@ class BatchLoader:
                 self.shape_menu = merge_shape_menu(self.shape_menu, max_shapes)
         else:
             # Budgets per device: b x the mean sub-batch, never below the largest graph
-            # (+1 atom: a padding atom always exists), rounded up to a multiple of 8.
+            # (+1 atom: a padding atom always exists), rounded up to a multiple of 8. The
+            # mean is budget_graphs' when given: loaders over varying sets drawn from one
+            # distribution (fine-tuning rounds) then share one shape, so one compilation.
+            reference = self.graphs if budget_graphs is None else list(budget_graphs)
+            mean_atoms = np.mean([g.n_atoms for g in reference])
+            mean_edges = np.mean([g.n_edges for g in reference])
             round8 = lambda x: int(-(-int(np.ceil(x)) // 8) * 8)  # noqa: E731
-            n_node = round8(max(budget * per_device * self._atoms.mean(), self._atoms.max()) + 1)
-            n_edge = round8(max(budget * per_device * self._edges.mean(), self._edges.max(), 1))
+            n_node = round8(max(budget * per_device * mean_atoms, self._atoms.max()) + 1)
+            n_edge = round8(max(budget * per_device * mean_edges, self._edges.max(), 1))
             self.n_graph = 2 * per_device + 1
             self.shape_menu = [(n_node, n_edge)]
 

@@ -327,9 +327,10 @@ def prepare_data(paths, cfg, split_indices=None, elements=None, log=print) -> Da
 class Trainer:
     def __init__(self, cfg, data: Datasets, out: Path, init_params=None, log=print, progress=True,
                  statistics_graphs=None):
-        """statistics_graphs: the graphs the statistics (degree table, readout) are fitted on,
-        by default data.train (a bootstrap committee member fits them on the full set, so
-        that every member shares them)."""
+        """statistics_graphs: the graphs the statistics (degree table, readout, the training
+        batches' padded shape) are fitted on, by default data.train (a bootstrap committee
+        member fits them on the full set, so that every member shares them; fine-tuning
+        rounds pass the original training set, so that they share one compiled shape)."""
         import jax
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -363,10 +364,10 @@ class Trainer:
             f"hidden {cfg.model.hidden_irreps}, devices {num_devices}")
 
         budget = cfg.batch_budget if cfg.batching == "budget" else None
-        loader = lambda graphs, shuffle: fgraph.BatchLoader(  # noqa: E731
+        loader = lambda graphs, shuffle, budget_graphs=None: fgraph.BatchLoader(  # noqa: E731
             graphs, cfg.batch_size, shuffle=shuffle, seed=cfg.seed, num_devices=num_devices,
-            max_shapes=cfg.max_batch_shapes, budget=budget)
-        self.train_loader = loader(data.train, True)
+            max_shapes=cfg.max_batch_shapes, budget=budget, budget_graphs=budget_graphs)
+        self.train_loader = loader(data.train, True, statistics_graphs)
         self.valid_loader = loader(data.valid, False)
         self.test_loader = loader(data.test, False) if data.test else None
 
