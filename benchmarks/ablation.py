@@ -161,7 +161,7 @@ def train(names: list[str], minutes: float, first_core: int = 0) -> None:
             bench.log(f"ablation: failed: {', '.join(failed)}; see their train.log")
 
 
-def summarise(name: str) -> dict | None:
+def summarise(name: str, checkpoints=CHECKPOINTS_MINUTES) -> dict | None:
     metrics = OUT / name / "metrics.jsonl"
     if not metrics.exists():
         return None
@@ -170,14 +170,15 @@ def summarise(name: str) -> dict | None:
     windows = [r["structures_per_s"] for r in rows if "structures_per_s" in r]
     summary = json.loads((OUT / name / "summary.json").read_text()) if (OUT / name / "summary.json").exists() else {}
     at = {}
-    for minutes in CHECKPOINTS_MINUTES:
+    for minutes in checkpoints:
         before = [r for r in valid if r["wall_s"] <= 60 * minutes + 30]  # the last validation by then (+30 s grace)
         at[str(minutes)] = ({"energy": before[-1]["valid_energy_mae_mev_atom"],
                              "forces": before[-1]["valid_force_mae_mev_A"], "wall_s": before[-1]["wall_s"]}
                             if before else None)
+    variants = WATER_VARIANTS if name in WATER_VARIANTS else VARIANTS
     return {
-        "name": name, "description": VARIANTS.get(name, ("", ()))[0],
-        "overrides": list(VARIANTS.get(name, ("", ()))[1]),
+        "name": name, "description": variants.get(name, ("", ()))[0],
+        "overrides": list(variants.get(name, ("", ()))[1]), "test": summary.get("test"),
         "at_minutes": at, "steady_structures_per_s": statistics.median(windows) if windows else None,
         "steps": summary.get("step"), "parameters": summary.get("num_params"),
         "epochs": valid[-1]["epoch"] if valid else None,
@@ -185,7 +186,35 @@ def summarise(name: str) -> dict | None:
     }
 
 
-def section(results: list[dict], written: str) -> str:
+# The last run.py water run (benchmarks/RESULTS.md, "Second data set"): test errors after 20 minutes.
+WATER_BEFORE_TEST = (1.95, 94.2)
+WATER_NEQUIX_TEST = (0.69, 74.2)
+WATER_CHECKPOINTS = (5, 10, 20)
+
+
+def water_table(results: list[dict]) -> list[str]:
+    if not results:
+        return []
+    fmt = lambda p: f"{p['energy']:.2f} / {p['forces']:.1f}" if p else "–"  # noqa: E731
+    lines = ["### Water levers (20-minute runs)", "",
+             "`python benchmarks/ablation.py --variants water-... --minutes 20`: the DeePMD water split, "
+             "`benchmarks/configs/facet-small-water.json` as in the last run.py run (MAE loss, 100-step warm-up; "
+             f"test {WATER_BEFORE_TEST[0]} meV/atom, {WATER_BEFORE_TEST[1]} meV/Å), then the row's overrides; "
+             "two runs side by side, one core each, validation every 4 minutes. Nequix's 20-minute test errors "
+             f"in that run: {WATER_NEQUIX_TEST[0]} meV/atom, {WATER_NEQUIX_TEST[1]} meV/Å. Energy / force MAE "
+             "(meV/atom / meV/Å).", "",
+             "| variant | what changes | validation 5 min | 10 min | 20 min | test (final) | steps |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        test = r.get("test") or {}
+        test_text = (f"{test['energy_mae_mev_atom']:.2f} / {test['force_mae_mev_A']:.1f}" if test else "–")
+        at = r["at_minutes"]
+        lines.append(f"| {r['name']} | {r['description']} | {fmt(at['5'])} | {fmt(at['10'])} | {fmt(at['20'])} | "
+                     f"{test_text} | {r['steps'] or 0} |")
+    return lines + [""]
+
+
+def section(results: list[dict], written: str, water_results: list[dict] = ()) -> str:
     """The Markdown section of RESULTS.md (report.py renders it too, from ablation.json)."""
     fmt = lambda p: f"{p['energy']:.1f} / {p['forces']:.1f}" if p else "–"  # noqa: E731
     lines = [START, "", "## Training levers, one at a time (10-minute runs)", "",
@@ -207,6 +236,7 @@ def section(results: list[dict], written: str) -> str:
                      f"{fmt(r['at_minutes']['5'])} | {fmt(r['at_minutes']['10'])} | {sps} | {r['epochs'] or 0:.1f} | "
                      f"{crossing(r['curve'], NEQUIX_20_MIN)} | {crossing(r['curve'], MACE_60_MIN)} |")
     lines += ["", "![ablation](figures/ablation.png)", "", *NOTES, ""]
+    lines += water_table(water_results)
     lines += profile_table()
     lines += grid_table()
     lines += [END]
@@ -270,10 +300,11 @@ def profile_table() -> list[str]:
 
 def write_report() -> None:
     results = [r for r in (summarise(n) for n in VARIANTS) if r]
+    water = [r for r in (summarise(n, WATER_CHECKPOINTS) for n in WATER_VARIANTS) if r]
     OUT.mkdir(parents=True, exist_ok=True)
     written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (OUT / "ablation.json").write_text(json.dumps({"written": written, "runs": results}, indent=2))
-    text, section_md = RESULTS.read_text(), section(results, written)
+    (OUT / "ablation.json").write_text(json.dumps({"written": written, "runs": results, "water": water}, indent=2))
+    text, section_md = RESULTS.read_text(), section(results, written, water)
     if START in text and END in text:
         text = text[:text.index(START)] + section_md + text[text.index(END) + len(END):]
     else:

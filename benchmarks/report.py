@@ -472,7 +472,7 @@ def main():
     if ablation:
         import ablation as ablation_module
 
-        md += [ablation_module.section(ablation["runs"], ablation["written"]), ""]
+        md += [ablation_module.section(ablation["runs"], ablation["written"], ablation.get("water", [])), ""]
 
     # --- speed per call
     rows = timing_rows("calls_si")

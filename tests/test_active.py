@@ -153,6 +153,14 @@ class Flaky(vashishta.VashishtaCalculator):
     before = (it / "committee.hlo").stat().st_mtime_ns
     assert active.main([*common, "--out", str(out), "--oracle", f"{oracle}:Flaky"]) == 0
     assert (it / "committee.hlo").stat().st_mtime_ns == before
+    # A second iteration goes on from the first's members at the same fraction of the
+    # members' trained step size, not that fraction squared.
+    common[common.index("--iterations") + 1] = "2"
+    assert active.main([*common, "--out", str(out), "--oracle", f"{oracle}:Flaky"]) == 0
+    factor = active.ActiveConfig.finetune_learning_rate_factor
+    for k in range(2):
+        tuned = checkpoint.load(out / "iter_2" / f"member_{k}" / "checkpoints" / "last.ckpt")["config"]
+        assert tuned.learning_rate == pytest.approx(cfg.learning_rate * factor, rel=1e-12)
 
     # Without an oracle the loop stops at the candidates; labelled by hand, it goes on.
     manual = tmp_path / "manual"
