@@ -121,6 +121,9 @@ NOTES = (
     "- Runs were made in pairs, one per core; muon-final-stage and muon-grid14 ran beside a longer Facet run, "
     "the others beside another row. The steady-state rate of a run alone on the machine is about 5–10 % "
     "higher (`benchmarks/profile_training.py`).",
+    "- grid12 and grid12-l2mae ran as a pair on a later day: both ran at 44 structures/s, below `default`'s 49 "
+    "although 12×11 is the cheaper grid (`benchmarks/s2_grid.py`: 134 against 204 ms per mixer and gradient), "
+    "so the machine was slower that day; compare those two rows with each other, not with the rows above.",
     "- The baseline's warm-up is 100 optimiser steps; before this change it was 8 % of the run's wall time, "
     "about the same in a 10-minute run but partly spent compiling.",
 )
