@@ -78,6 +78,12 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11")),
     "grid12-l2mae": ("grid12 + per-atom force-norm MAE loss (Nequix's)",
                      THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae")),
+    "grid12-l2mae-seed1": ("grid12-l2mae with seed 1 (the run-to-run spread of one recipe)",
+                           THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae",
+                                                "seed=1")),
+    "grid12-l2mae-fw2": ("grid12-l2mae + force weight 2 (energy weight 1)",
+                         THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae",
+                                              "force_weight=2.0")),
     "muon-narrow": ("muon at the peers' width (64x0e+32x1o+32x2e, ~90k parameters)", THROUGHPUT + MUON + NARROW),
 }
 # The water runs (20 minutes, DeePMD water split, benchmarks/configs/facet-small-water.json
