@@ -44,6 +44,30 @@ def si_cell(n_target: int):
     return atoms
 
 
+def vmapped_committee_function(config, member_params, dtype):
+    """The committee's first layout, kept here for --vmap: the members' stacked weights
+    evaluated with jax.vmap (facet.committee now loops over the members)."""
+    import jax
+    import jax.numpy as jnp
+
+    from facet import model
+
+    module = model.Facet(config)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[model.cast_params(p, dtype) for p in member_params])
+
+    def fn(edge_vectors, senders, receivers, species, energy_mask):
+        def one(params):
+            e, g = model.energy_and_edge_gradients(module, params, edge_vectors, senders, receivers, species,
+                                                   energy_mask)
+            return e, g, model.forces_and_virial(edge_vectors, senders, receivers, g, species.shape[0])[0]
+
+        energies, grads, forces = jax.vmap(one)(stacked)
+        return (jnp.mean(energies, axis=0), jnp.mean(grads, axis=0), jnp.std(energies, axis=0), forces,
+                jnp.sum(energies * energy_mask, axis=1))
+
+    return fn
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--members", type=int, default=4)
@@ -51,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=15, help="blocks per size")
     p.add_argument("--config", default=str(HERE / "configs" / "facet-small-si.json"))
     p.add_argument("--out", default=str(HERE / "out"))
+    p.add_argument("--vmap", action="store_true",
+                   help="also time the vmapped layout (its compilation too: minutes for Facet-Small)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +99,13 @@ def main(argv=None) -> int:
         cfg, params, _ = checkpoint.load_for_inference(paths[0])
         export.export_model(cfg, params, tmp / "single.hlo", dtype="float32")
         models = {"committee": _pjrt.Model(str(tmp / "committee.hlo")), "single": _pjrt.Model(str(tmp / "single.hlo"))}
+        if args.vmap:
+            looped, committee.committee_function = committee.committee_function, vmapped_committee_function
+            try:
+                committee.export_committee(paths, tmp / "vmapped.hlo", dtype="float32")
+            finally:
+                committee.committee_function = looped
+            models["vmapped"] = _pjrt.Model(str(tmp / "vmapped.hlo"))
         rows = []
         for size in [int(s) for s in args.sizes.split(",")]:
             atoms = si_cell(size)
@@ -81,12 +114,15 @@ def main(argv=None) -> int:
             graph = (pos[s] - pos[r] + shifts @ cell, s.astype(np.int32), r.astype(np.int32),
                      np.zeros(len(atoms), np.int32), np.ones(len(atoms)))
             calls = max(1, int(round(2000 / len(atoms))))  # calls per block: about equal work per size
-            for m in models.values():  # compile (or load) and warm up
+            compile_s = {}
+            for name, m in models.items():  # compile (or load) and warm up
+                t0 = time.perf_counter()
                 m(*graph)
+                compile_s[name] = time.perf_counter() - t0
                 m(*graph)
-            times = {"committee": [], "single": []}
+            times = {name: [] for name in models}
             for k in range(args.repeats):
-                for name in (("committee", "single") if k % 2 == 0 else ("single", "committee")):
+                for name in (list(models) if k % 2 == 0 else list(models)[::-1]):
                     t0 = time.perf_counter()
                     for _ in range(calls):
                         models[name](*graph)
@@ -94,10 +130,15 @@ def main(argv=None) -> int:
             ratio = statistics.median(c / (args.members * s_) for c, s_ in zip(times["committee"], times["single"]))
             row = {"atoms": len(atoms), "edges": len(s), "single_ms": 1e3 * statistics.median(times["single"]),
                    "committee_ms": 1e3 * statistics.median(times["committee"]),
-                   "committee_over_n_single": ratio}
+                   "committee_over_n_single": ratio, "first_call_s": compile_s}
+            if args.vmap:
+                row["vmapped_ms"] = 1e3 * statistics.median(times["vmapped"])
             rows.append(row)
             print(f"{row['atoms']:6d} atoms: single {row['single_ms']:.2f} ms, {args.members}-member committee "
-                  f"{row['committee_ms']:.2f} ms, committee / ({args.members} x single) = {ratio:.3f}", flush=True)
+                  f"{row['committee_ms']:.2f} ms, committee / ({args.members} x single) = {ratio:.3f}"
+                  + (f"; vmapped {row['vmapped_ms']:.2f} ms" if args.vmap else "")
+                  + f"; first calls (compilation) {', '.join(f'{k} {v:.1f} s' for k, v in compile_s.items())}",
+                  flush=True)
 
     report = {"members": args.members, "config": Path(args.config).name, "dtype": "float32",
               "runtime": "PJRT (facet._pjrt)", "threads": os.environ.get("OPENBLAS_NUM_THREADS"), "rows": rows,

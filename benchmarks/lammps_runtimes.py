@@ -110,7 +110,6 @@ def pair_style_graph(lmp, cutoff: float):
 
 
 def step_times(model: str, sizes, steps: int, blocks: int, log) -> list[dict]:
-
     from facet import _pjrt
     from facet._lammps import new_lammps
 
@@ -129,7 +128,6 @@ def step_times(model: str, sizes, steps: int, blocks: int, log) -> list[dict]:
                 sessions[runtime] = lmp
             bare = _pjrt.Model(model)
             graph = pair_style_graph(sessions["pjrt"], bare.cutoff)
-            s = graph[1]
             bare(*graph)
             timing = {"pjrt": [], "python": [], "bare": []}
             for k in range(blocks):
@@ -144,7 +142,7 @@ def step_times(model: str, sizes, steps: int, blocks: int, log) -> list[dict]:
                     timing[name].append((time.perf_counter() - t) / steps)
             for lmp in sessions.values():
                 lmp.close()
-        row = {"atoms": len(atoms), "edges": len(s),
+        row = {"atoms": len(atoms), "edges": len(graph[1]),
                **{f"{k}_ms": 1e3 * min(v) for k, v in timing.items()},
                "pjrt_over_bare": statistics.median(a / b for a, b in zip(timing["pjrt"], timing["bare"])),
                "pjrt_over_python": statistics.median(a / b for a, b in zip(timing["pjrt"], timing["python"]))}

@@ -256,14 +256,14 @@ def member_checkpoints(run_dir: Path) -> list[Path]:
     return paths
 
 
-def finetune(members: Sequence[Path], base, labelled_graphs: list, out: Path, cfg: ActiveConfig, log=print,
-             originals: Sequence[Path] | None = None) -> Path:
+def finetune(members: Sequence[Path], trained_configs: Sequence, base, labelled_graphs: list, out: Path,
+             cfg: ActiveConfig, log=print) -> Path:
     """Fine-tune each member from its checkpoint on the labelled frames plus `replay` original
     training structures, at a fraction of its training step size with a short warm-up and its
     fitted statistics (species energies, scale, r_max) frozen, one validation at the end;
-    export their committee. Returns the committee file. originals: the committee's members as
-    trained (default: members), whose configs set every round's recipe, so that the step size
-    is the same fraction of the trained one in every round, not compounded."""
+    export their committee. Returns the committee file. trained_configs: the members' configs
+    as trained (not a previous round's), so that every round's step size is the same fraction
+    of the trained one, not compounded."""
     from facet import checkpoint, committee
     from facet import train as ftrain
 
@@ -275,9 +275,8 @@ def finetune(members: Sequence[Path], base, labelled_graphs: list, out: Path, cf
     log(f"  fine-tuning {len(members)} members on {len(labelled_graphs)} labelled frames + {n_replay} original "
         f"structures, {cfg.finetune_steps} steps each")
     paths = []
-    for k, (ckpt, original) in enumerate(zip(members, originals or members)):
+    for k, (ckpt, trained) in enumerate(zip(members, trained_configs)):
         payload = checkpoint.load(ckpt)
-        trained = checkpoint.load(original)["config"]
         member_cfg = dataclasses.replace(
             trained, max_steps=cfg.finetune_steps, max_time_minutes=0.0, eval_every=cfg.finetune_steps + 1,
             learning_rate=trained.learning_rate * cfg.finetune_learning_rate_factor,
@@ -431,12 +430,13 @@ def run(cfg: ActiveConfig, log=print) -> list[dict]:
     from facet.files import atomic_write
 
     out = Path(cfg.out)
-    members = originals = member_checkpoints(Path(cfg.committee))
+    members = member_checkpoints(Path(cfg.committee))
     committee.load_members(members)  # same architecture, elements, cutoff: fails early otherwise
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "active_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     oracle = load_oracle(cfg.oracle) if cfg.oracle else None
-    first = checkpoint.load(members[0])["config"]
+    trained_configs = [checkpoint.load(p)["config"] for p in members]
+    first = trained_configs[0]
     base = ftrain.prepare_data(cfg.data, first, elements=tuple(first.model.elements), log=log)
     species_index = fgraph.species_index(base.elements)
     test = [(s.to_atoms(), s.energy, s.forces) for s in fdata.read_structures(cfg.test)] if cfg.test else None
@@ -484,7 +484,7 @@ def run(cfg: ActiveConfig, log=print) -> list[dict]:
                               for a in labelled_all]
                 graphs = [fgraph.build_graph(s, first.training_graph_cutoff, species_index) for s in structures]
                 t1 = time.time()
-                model_path = finetune(members, base, graphs, it_dir, cfg, log, originals=originals)
+                model_path = finetune(members, trained_configs, base, graphs, it_dir, cfg, log)
                 record["finetune_s"] = time.time() - t1
                 members = [it_dir / f"member_{k}" / "checkpoints" / "last.ckpt" for k in range(len(members))]
         record["frames_labelled_total"] = len(labelled_all)

@@ -81,9 +81,9 @@ def committee_function(config, member_params: Sequence[Any], dtype: str) -> Call
     Members share one architecture and degree table (load_members checks it). Each is
     evaluated in turn on the one graph: a plain loop, not vmap over stacked weights,
     because XLA's CPU backend runs a vmapped model's batched matmuls slower than the
-    members one after another (4 facet-tiny members on 64 atoms: 84 ms vmapped, 46 ms
-    looped, 15 ms for one member), and compiled four vmapped Facet-Small members for
-    over 6 minutes (13 s looped)."""
+    members one after another (`benchmarks/committee_cost.py --vmap`; 4 facet-tiny members
+    on 64 atoms: 63 ms vmapped, 35 ms looped, 12 ms for one member), and compiling four
+    vmapped Facet-Small members did not finish in 6 minutes."""
     import jax.numpy as jnp
 
     from facet import model

@@ -324,9 +324,9 @@ class BatchLoader:
             # (+1 atom: a padding atom always exists), rounded up to a multiple of 8. The
             # mean is budget_graphs' when given: loaders over varying sets drawn from one
             # distribution (fine-tuning rounds) then share one shape, so one compilation.
-            reference = self.graphs if budget_graphs is None else list(budget_graphs)
-            mean_atoms = np.mean([g.n_atoms for g in reference])
-            mean_edges = np.mean([g.n_edges for g in reference])
+            mean_atoms, mean_edges = ((self._atoms.mean(), self._edges.mean()) if budget_graphs is None else
+                                      (np.mean([g.n_atoms for g in budget_graphs]),
+                                       np.mean([g.n_edges for g in budget_graphs])))
             round8 = lambda x: int(-(-int(np.ceil(x)) // 8) * 8)  # noqa: E731
             n_node = round8(max(budget * per_device * mean_atoms, self._atoms.max()) + 1)
             n_edge = round8(max(budget * per_device * mean_edges, self._edges.max(), 1))
