@@ -303,7 +303,11 @@ class Facet(nn.Module):
     config: FacetConfig
 
     @nn.compact
-    def __call__(self, edge_vectors, senders, receivers, species):
+    def __call__(self, edge_vectors, senders, receivers, species, features=None, *, stage=None):
+        """Per-atom energies (N,). With ``stage=k`` only message-passing layer k runs (the
+        multi-rank feature exchange, facet.stages): layers k < num_layers - 1 return the node
+        features (N, feature_size) from ``features`` (the previous layer's; None for k = 0),
+        the last layer returns the per-atom energies."""
         cfg = self.config
         if not cfg.elements:
             raise ConfigError("FacetConfig.elements is empty: the model needs its element list")
@@ -333,12 +337,19 @@ class Facet(nn.Module):
         ) ** cfg.degree_exponent
 
         embed = nn.Embed(num_species, cfg.embedding_channels, name="embedding")
-        h = e3nn.IrrepsArray(f"{cfg.embedding_channels}x0e", embed(species))
         conv_args = (sh, radial, envelope, senders, receivers, norm)
         residual = functools.partial(Residual, cfg.layer_norm_eps, cfg.vector_norm_eps, cfg.layer_scale_init)
 
         hidden = e3nn.Irreps(cfg.hidden_irreps)
-        for layer in range(cfg.num_equivariant_layers):
+        last = cfg.num_equivariant_layers
+        layers = range(last + 1) if stage is None else range(stage, stage + 1)
+        if stage is not None and not 0 <= stage <= last:
+            raise ConfigError(f"stage {stage} of a model with {last + 1} message-passing layers")
+        if layers[0] == 0:
+            h = e3nn.IrrepsArray(f"{cfg.embedding_channels}x0e", embed(species))
+        else:
+            h = e3nn.IrrepsArray(feature_irreps(cfg), features)
+        for layer in (k for k in layers if k < last):
             # The first layer's senders carry only their species embedding: its messages
             # are summed per species (exact, and far cheaper; see species_message_sum).
             first = dict(species_table=embed.embedding, species=species) if layer == 0 else {}
@@ -349,8 +360,9 @@ class Facet(nn.Module):
                 cfg.sh_lmax, cfg.s2_res_beta, cfg.s2_res_alpha, cfg.s2_quadrature, name=f"mixer_{layer}",
             )(h)
             h = residual(name=f"mixer_{layer}_residual")(h, out)
+        if layers[-1] < last:
+            return h.array
 
-        last = cfg.num_equivariant_layers
         scalars = e3nn.Irreps(f"{cfg.scalar_channels}x0e")
         out = Convolution(scalars, name=f"conv_{last}")(h, *conv_args)
         h = residual(name=f"conv_{last}_residual")(h, out)
@@ -363,6 +375,11 @@ class Facet(nn.Module):
         species_shift = self.param("species_shift", nn.initializers.zeros, (num_species,))
         global_scale = self.param("global_scale", nn.initializers.ones, ())
         return species_shift[species].astype(dtype) + (global_scale * species_scale[species]).astype(dtype) * raw
+
+
+def feature_irreps(config: FacetConfig) -> e3nn.Irreps:
+    """The node features between two message-passing layers (what ranks exchange)."""
+    return e3nn.Irreps(config.hidden_irreps).regroup()
 
 
 def init(module: Facet, key: jax.Array, num_atoms: int = 3, num_edges: int = 6):
