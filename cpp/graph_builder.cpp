@@ -141,4 +141,11 @@ double GraphBuilder::memory_usage() const
                              sparse_tag_to_local_.size() * (sizeof(tagint) + 2 * sizeof(int)));
 }
 
+void GraphBuilder::build_exchange(const AtomData &atoms, const NeighborData &neigh,
+                                  const std::vector<int> &type2species, double cutoff, Graph &graph)
+{
+  reset_nodes(atoms, neigh, atoms.nlocal + atoms.nghost, neigh.inum, type2species, graph);
+  collect_edges(atoms, neigh, neigh.inum, type2species, cutoff, [](int j) { return j; }, graph);
+}
+
 }    // namespace FacetMD

@@ -20,6 +20,12 @@
  *    which needs ghost atoms (with neighbour lists) out to
  *    num_layers x cutoff + skin.  Forces on ghost nodes belong to other
  *    ranks / images and are reverse-communicated by the pair style.
+ *
+ *  EXCHANGE (any number of ranks; the default on several): the GHOST nodes, but edges
+ *    only into owned atoms. The model runs one layer at a time (facet.stages) and the
+ *    pair style copies owned atoms' features to their ghost images between layers
+ *    (and adds ghost cotangents into their owners on the way back), so ghost atoms
+ *    within the ordinary cutoff + skin suffice.
  */
 #ifndef FACET_GRAPH_BUILDER_H
 #define FACET_GRAPH_BUILDER_H
@@ -68,6 +74,10 @@ class GraphBuilder {
                     const std::vector<int> &type2species, double cutoff, Graph &graph);
   void build_ghost(const AtomData &atoms, const NeighborData &neigh,
                    const std::vector<int> &type2species, double cutoff, Graph &graph);
+  // EXCHANGE: the GHOST node layout, but only owned atoms are receivers (ghost atoms within
+  // one cutoff + skin suffice; their features come from their owners between layers).
+  void build_exchange(const AtomData &atoms, const NeighborData &neigh,
+                      const std::vector<int> &type2species, double cutoff, Graph &graph);
 
   // Memory held by the builder, in bytes.
   double memory_usage() const;

@@ -32,8 +32,9 @@ static std::string join(const std::vector<std::string> &words)
 /* ---------------------------------------------------------------------- */
 
 PairFacet::PairFacet(LAMMPS *lmp) :
-    Pair(lmp), graph_request(GRAPH_AUTO), ghost_nodes(false), model_cutoff(0.0), model_layers(0),
-    reverse_vatom(0), committee_members(0), reverse_members(false), uncertainty_flag(0), uncertainty_nmax(0), uncertainty(nullptr)
+    Pair(lmp), graph_request(GRAPH_AUTO), ghost_nodes(false), exchange(false), model_cutoff(0.0), model_layers(0),
+    reverse_vatom(0), committee_members(0), reverse_members(false), exchange_rows(nullptr), exchange_width(0),
+    uncertainty_flag(0), uncertainty_nmax(0), uncertainty(nullptr)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -99,7 +100,7 @@ void PairFacet::check_collective(const std::string &local_error)
 }
 
 /* ----------------------------------------------------------------------
-   pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|ghost]
+   pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|exchange|ghost]
 ------------------------------------------------------------------------- */
 
 void PairFacet::settings(int narg, char **arg)
@@ -111,7 +112,7 @@ void PairFacet::settings(int narg, char **arg)
                update->unit_style);
   if (narg < 1)
     error->all(FLERR, "Illegal pair_style facet command: expected 'pair_style facet MODEL [runtime pjrt|python] "
-                      "[device cpu|cuda] [plugin PATH] [graph auto|folded|ghost]'");
+                      "[device cpu|cuda] [plugin PATH] [graph auto|folded|exchange|ghost]'");
 
   GraphMode request = GRAPH_AUTO;
   FacetMD::RunnerOptions options;
@@ -136,10 +137,12 @@ void PairFacet::settings(int narg, char **arg)
         request = GRAPH_AUTO;
       else if (strcmp(arg[iarg + 1], "folded") == 0)
         request = GRAPH_FOLDED;
+      else if (strcmp(arg[iarg + 1], "exchange") == 0)
+        request = GRAPH_EXCHANGE;
       else if (strcmp(arg[iarg + 1], "ghost") == 0)
         request = GRAPH_GHOST;
       else
-        error->all(FLERR, "Illegal pair_style facet graph value '{}': use auto, folded or ghost",
+        error->all(FLERR, "Illegal pair_style facet graph value '{}': use auto, folded, exchange or ghost",
                    arg[iarg + 1]);
     } else {
       error->all(FLERR, "Unknown pair_style facet keyword '{}'", arg[iarg]);
@@ -257,8 +260,17 @@ void PairFacet::init_style()
                "Pair style facet 'graph folded' works on one MPI rank only ({} ranks in use); "
                "use 'graph ghost' or 'graph auto'",
                comm->nprocs);
-  ghost_nodes = (graph_request == GRAPH_GHOST) || (graph_request == GRAPH_AUTO && comm->nprocs > 1);
-
+  // several ranks: exchange features between layers when the model can run layer by layer
+  const bool layered = model->feature_size() > 0 && model_layers > 1;
+  if (graph_request == GRAPH_EXCHANGE && !layered)
+    error->all(FLERR,
+               "Pair style facet 'graph exchange' needs a model file with per-layer (stage) programs, and "
+               "model '{}' has none{}. Re-export it with `python -m facet.export CHECKPOINT -o model.hlo` "
+               "(stage programs are written by default), or use 'graph ghost'",
+               model_spec.substr(0, model_spec.find('\n')),
+               model_layers > 1 ? "" : " (it has one message-passing layer: 'graph ghost' costs nothing extra)");
+  exchange = graph_request == GRAPH_EXCHANGE || (graph_request == GRAPH_AUTO && comm->nprocs > 1 && layered);
+  ghost_nodes = graph_request == GRAPH_GHOST || (graph_request == GRAPH_AUTO && comm->nprocs > 1 && !layered);
   if (ghost_nodes) {
     // message passing over L layers reaches L x cutoff: every atom within
     // that distance of an owned atom (plus the skin, since ghost atoms are
@@ -273,9 +285,14 @@ void PairFacet::init_style()
                  "Pair style facet on {} MPI rank(s) builds its graph from ghost atoms and needs "
                  "them out to num_layers x cutoff + skin = {} x {} + {} = {} A, but the "
                  "communication cutoff is {} A. Add 'comm_modify cutoff {}' (or larger) before "
-                 "the run",
+                 "the run{}",
                  comm->nprocs, model_layers, model_cutoff, skin, needed, have,
-                 std::ceil(needed * 1000.0) / 1000.0);
+                 std::ceil(needed * 1000.0) / 1000.0,
+                 graph_request == GRAPH_GHOST ? ", or use 'graph exchange', which needs no more than the "
+                                                "ordinary cutoff + skin"
+                                              : ". Or re-export the model with `python -m facet.export "
+                                                "CHECKPOINT -o model.hlo`: its per-layer programs let ranks "
+                                                "exchange features instead, with the ordinary cutoff + skin");
     ghostneigh = 1;
     neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
   } else {
@@ -288,7 +305,13 @@ void PairFacet::init_style()
   // and a committee's member forces (3 per member) with ghost nodes, either newton setting
   committee_members = model->committee_members();
   comm_reverse = ghost_nodes ? 3 * committee_members : 0;
-  comm_reverse_off = (ghost_nodes && !force->newton_pair) ? std::max(9, comm_reverse) : comm_reverse;
+  comm_reverse_off = ((ghost_nodes || exchange) && !force->newton_pair) ? std::max(9, comm_reverse) : comm_reverse;
+  // exchange: one row of node features forward, one row of their cotangents back, per ghost
+  comm_forward = exchange ? model->feature_size() : 0;
+  if (exchange) {
+    comm_reverse = std::max(comm_reverse, model->feature_size());
+    comm_reverse_off = std::max(comm_reverse_off, model->feature_size());
+  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -324,7 +347,9 @@ void PairFacet::compute(int eflag, int vflag)
   neigh.firstneigh = list->firstneigh;
 
   std::string failure;
-  if (ghost_nodes) {
+  if (exchange) {
+    builder.build_exchange(atoms, neigh, type2species, model_cutoff, graph);
+  } else if (ghost_nodes) {
     builder.build_ghost(atoms, neigh, type2species, model_cutoff, graph);
   } else if (!builder.build_folded(atoms, neigh, type2species, model_cutoff, graph)) {
     failure = "Pair style facet: a ghost atom has no owned counterpart on this rank "
@@ -335,7 +360,9 @@ void PairFacet::compute(int eflag, int vflag)
   bool any_owned = false;
   for (int i = 0; i < nlocal && !any_owned; i++) any_owned = graph.energy_mask[i] != 0.0;
 
-  if (failure.empty() && any_owned) {
+  if (exchange) {
+    compute_by_layers(any_owned, failure);    // every rank takes part in each exchange
+  } else if (failure.empty() && any_owned) {
     try {
       model->compute(graph.edge_vectors.data(), graph.senders.data(), graph.receivers.data(),
                      graph.nedges, graph.species.data(), graph.energy_mask.data(), graph.nnodes,
@@ -345,7 +372,7 @@ void PairFacet::compute(int eflag, int vflag)
     }
   }
   check_collective(failure);
-  if (!any_owned) {    // nothing to add here, but take part in any reverse communication
+  if (!any_owned && !exchange) {    // nothing to add here, but take part in any reverse communication
     atom_energies.assign(graph.nnodes, 0.0);
     de_dedge.assign(3 * graph.nedges, 0.0);
   }
@@ -391,7 +418,7 @@ void PairFacet::compute(int eflag, int vflag)
   //   F_sender -= g_e, F_receiver += g_e, W = -sum_e r_e (x) g_e,
   //   per-atom virial: half of edge e's term to each of its two atoms
 
-  const bool own_reverse = ghost_nodes && !force->newton_pair;
+  const bool own_reverse = (ghost_nodes || exchange) && !force->newton_pair;
   double **f = atom->f;
   double *const *force_rows = f;
   double *const *vatom_rows = vflag_atom ? vatom : nullptr;
@@ -432,13 +459,111 @@ void PairFacet::compute(int eflag, int vflag)
 }
 
 /* ----------------------------------------------------------------------
-   reverse communication of ghost forces (+ per-atom virials), newton off
+   EXCHANGE: the model one layer at a time. Forward: layer k's node features, then their
+   ghost rows from their owners (forward_comm). Back: the last layer's cotangents, ghost rows
+   added into their owners (reverse_comm) and cleared, then each layer's VJP. dE/d(edge)
+   sums over the layers. A rank that owns nothing, or whose model call failed, still takes
+   part in every exchange (with zeros); the failure is raised collectively afterwards.
+------------------------------------------------------------------------- */
+
+void PairFacet::compute_by_layers(bool any_owned, std::string &failure)
+{
+  const int width = model->feature_size();
+  const size_t nnodes = static_cast<size_t>(graph.nnodes);
+  const size_t nlocal = static_cast<size_t>(atom->nlocal);
+  const size_t rows = nnodes * width;
+  const int64_t nedges = graph.nedges;
+  bool run_model = failure.empty() && any_owned;
+  auto run = [&](const std::string &name, const std::vector<const double *> &in, const std::vector<double *> &out) {
+    if (!run_model) return;
+    try {
+      model->run_stage(name, graph.edge_vectors.data(), graph.senders.data(), graph.receivers.data(), nedges,
+                       graph.species.data(), graph.nnodes, in, out);
+    } catch (std::exception &e) {
+      failure = std::string("Pair style facet: model evaluation failed (stage ") + name + "): " + e.what();
+      run_model = false;
+    }
+  };
+  layer_features.resize(model_layers - 1);
+  exchange_width = width;
+  for (int k = 0; k + 1 < model_layers; k++) {
+    layer_features[k].assign(rows, 0.0);
+    std::vector<const double *> in;
+    if (k > 0) in.push_back(layer_features[k - 1].data());
+    run("forward_" + std::to_string(k), in, {layer_features[k].data()});
+    exchange_rows = layer_features[k].data();
+    comm->forward_comm(this);
+  }
+  atom_energies.assign(nnodes, 0.0);
+  de_dedge.assign(3 * static_cast<size_t>(nedges), 0.0);
+  cotangent.assign(rows, 0.0);
+  run("last", {layer_features[model_layers - 2].data(), graph.energy_mask.data()},
+      {atom_energies.data(), de_dedge.data(), cotangent.data()});
+  stage_grad.assign(3 * static_cast<size_t>(nedges), 0.0);
+  for (int k = model_layers - 2; k >= 0; k--) {
+    exchange_rows = cotangent.data();
+    comm->reverse_comm(this);
+    std::fill(cotangent.begin() + nlocal * width, cotangent.end(), 0.0);    // ghost rows now live on their owners
+    if (k == 0) {
+      run("backward_0", {cotangent.data()}, {stage_grad.data()});
+    } else {
+      cotangent_next.assign(rows, 0.0);
+      run("backward_" + std::to_string(k), {layer_features[k - 1].data(), cotangent.data()},
+          {cotangent_next.data(), stage_grad.data()});
+      cotangent.swap(cotangent_next);
+    }
+    if (run_model)
+      for (size_t e = 0; e < de_dedge.size(); e++) de_dedge[e] += stage_grad[e];
+  }
+  exchange_rows = nullptr;
+  if (!run_model) {    // nothing (or nothing valid) to add from this rank
+    atom_energies.assign(nnodes, 0.0);
+    de_dedge.assign(3 * static_cast<size_t>(nedges), 0.0);
+  }
+}
+
+/* ----------------------------------------------------------------------
+   forward communication of node features (EXCHANGE): owned rows to their ghost images
+------------------------------------------------------------------------- */
+
+int PairFacet::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  int m = 0;
+  const size_t w = exchange_width;
+  for (int i = 0; i < n; i++) {
+    const double *row = exchange_rows + static_cast<size_t>(list[i]) * w;
+    for (size_t k = 0; k < w; k++) buf[m++] = row[k];
+  }
+  return m;
+}
+
+void PairFacet::unpack_forward_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  const size_t w = exchange_width;
+  for (int i = first; i < first + n; i++) {
+    double *row = exchange_rows + static_cast<size_t>(i) * w;
+    for (size_t k = 0; k < w; k++) row[k] = buf[m++];
+  }
+}
+
+/* ----------------------------------------------------------------------
+   reverse communication of ghost forces (+ per-atom virials), newton off;
+   of committee member forces; and (EXCHANGE) of feature cotangents
 ------------------------------------------------------------------------- */
 
 int PairFacet::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
   const int last = first + n;
+  if (exchange_rows) {
+    const size_t w = exchange_width;
+    for (int i = first; i < last; i++) {
+      const double *row = exchange_rows + static_cast<size_t>(i) * w;
+      for (size_t k = 0; k < w; k++) buf[m++] = row[k];
+    }
+    return m;
+  }
   if (reverse_members) {
     const int nm3 = 3 * committee_members;
     for (int i = first; i < last; i++)
@@ -456,6 +581,14 @@ int PairFacet::pack_reverse_comm(int n, int first, double *buf)
 void PairFacet::unpack_reverse_comm(int n, int *list, double *buf)
 {
   int m = 0;
+  if (exchange_rows) {
+    const size_t w = exchange_width;
+    for (int i = 0; i < n; i++) {
+      double *row = exchange_rows + static_cast<size_t>(list[i]) * w;
+      for (size_t k = 0; k < w; k++) row[k] += buf[m++];
+    }
+    return;
+  }
   if (reverse_members) {
     const int nm3 = 3 * committee_members;
     for (int i = 0; i < n; i++)
@@ -509,5 +642,7 @@ double PairFacet::memory_usage()
   bytes += (atom_energies.capacity() + de_dedge.capacity() + fbuf.capacity() + vbuf.capacity()) *
       sizeof(double);
   bytes += builder.memory_usage();
+  for (const auto &features : layer_features) bytes += features.capacity() * sizeof(double);
+  bytes += (cotangent.capacity() + cotangent_next.capacity() + stage_grad.capacity()) * sizeof(double);
   return bytes;
 }

@@ -1,6 +1,6 @@
 /* Facet-MD: LAMMPS pair style `facet` (a JAX-exported Facet model).
  *
- *   pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|ghost]
+ *   pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|exchange|ghost]
  *   pair_coeff * * El1 El2 ...        (one element symbol or NULL per atom type)
  *
  * MODEL is a Facet model file (or a `python:MODULE:CALLABLE[:ARG]` runner
@@ -8,10 +8,13 @@
  * (default; no Python) or python (embedded interpreter).  `device` and `plugin`
  * choose the PJRT device kind and plugin library.  `graph` selects how the neighbour
  * list becomes the model's graph (see graph_builder.h): `folded` (one MPI
- * rank; ghost neighbours folded onto their owned atoms), `ghost` (ghost atoms
- * are graph nodes with zero energy mask; needs `comm_modify cutoff` >=
- * num_layers x cutoff + skin), or `auto` (default: folded on one rank, ghost
- * on several).
+ * rank; ghost neighbours folded onto their owned atoms), `exchange` (ghost atoms
+ * within cutoff + skin; the model runs layer by layer and ranks exchange the ghost
+ * atoms' features between layers; needs a model file with stage programs),
+ * `ghost` (ghost atoms are graph nodes with zero energy mask whose messages are
+ * recomputed; needs `comm_modify cutoff` >= num_layers x cutoff + skin), or `auto`
+ * (default: folded on one rank; exchange on several, ghost for a model without
+ * stage programs).
  */
 #ifndef LMP_PAIR_FACET_H
 #define LMP_PAIR_FACET_H
@@ -41,6 +44,8 @@ class PairFacet : public Pair {
   void init_style() override;
   double init_one(int, int) override;
 
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
@@ -50,12 +55,13 @@ class PairFacet : public Pair {
   void *extract_peratom(const char *, int &) override;
 
  protected:
-  enum GraphMode { GRAPH_AUTO, GRAPH_FOLDED, GRAPH_GHOST };
+  enum GraphMode { GRAPH_AUTO, GRAPH_FOLDED, GRAPH_EXCHANGE, GRAPH_GHOST };
 
   std::unique_ptr<FacetMD::ModelRunner> model;
   std::string model_spec;    // the model and its runtime options: a repeated pair_style keeps the model
   GraphMode graph_request;
   bool ghost_nodes;       // current run uses the GHOST node layout
+  bool exchange;          // current run uses the EXCHANGE layout (layer by layer)
   double model_cutoff;    // Å
   int model_layers;
 
@@ -76,6 +82,15 @@ class PairFacet : public Pair {
   std::vector<double> member_forces;
   int committee_members;
   bool reverse_members;    // what pack/unpack_reverse_comm move: member forces, else fbuf/vbuf
+
+  // EXCHANGE: node features after each layer but the last (layer_features[k] = input of
+  // layer k + 1, nall x feature_size), the cotangents flowing back, and the rows that
+  // pack/unpack_forward_comm and (when exchange_rows is set) the reverse ones move
+  std::vector<std::vector<double>> layer_features;
+  std::vector<double> cotangent, cotangent_next, stage_grad;
+  double *exchange_rows;
+  int exchange_width;
+  void compute_by_layers(bool any_owned, std::string &failure);
 
   int uncertainty_flag;      // set by fix pair on the steps it wants the uncertainty
   int uncertainty_nmax;      // rows allocated in uncertainty

@@ -227,6 +227,7 @@ PythonModel::PythonModel(const std::string &spec) : impl_(new Impl)
     info_.num_layers = h.attr("num_layers").cast<int>();
     info_.dtype = h.attr("dtype").cast<std::string>();
     info_.description = h.attr("description").cast<std::string>() + "; Python runtime, " + interpreter;
+    feature_size_ = h.attr("feature_size").cast<int>();
   } catch (py::error_already_set &err) {
     std::string msg = describe(err);
     impl_->handle = py::object();
@@ -275,6 +276,41 @@ void PythonModel::compute(const double *edge_vectors, const int32_t *senders,
     if (!std::isfinite(v)) throw BridgeError("model returned non-finite atom energies");
   for (double v : de_dedge)
     if (!std::isfinite(v)) throw BridgeError("model returned non-finite energy gradients");
+}
+
+void PythonModel::run_stage(const std::string &name, const double *edge_vectors, const int32_t *senders,
+                            const int32_t *receivers, int64_t nedges, const int32_t *species, int64_t nnodes,
+                            const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs)
+{
+  py::gil_scoped_acquire gil;
+  try {
+    const py::ssize_t E = nedges, N = nnodes, F = feature_size_;
+    py::list args;
+    args.append(readonly_view(edge_vectors, {E, 3}));
+    args.append(readonly_view(senders, {E}));
+    args.append(readonly_view(receivers, {E}));
+    args.append(readonly_view(species, {N}));
+    py::list inputs = impl_->handle.attr("stage_inputs")(name);
+    if (inputs.size() != node_inputs.size())
+      throw BridgeError("stage program '" + name + "' takes " + std::to_string(inputs.size()) + " node inputs");
+    for (size_t k = 0; k < node_inputs.size(); ++k) {
+      const bool wide = inputs[k].cast<std::string>() != "energy_mask";
+      args.append(wide ? readonly_view(node_inputs[k], {N, F}) : readonly_view(node_inputs[k], {N}));
+    }
+    py::tuple result = impl_->handle.attr("run_stage")(name, *args).cast<py::tuple>();
+    if (result.size() != outputs.size())
+      throw BridgeError("stage program '" + name + "' returned " + std::to_string(result.size()) + " outputs, expected " +
+                        std::to_string(outputs.size()));
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(result[k]);
+      if (!a) throw BridgeError("stage outputs are not numeric arrays");
+      std::copy(a.data(), a.data() + a.size(), outputs[k]);
+    }
+  } catch (py::error_already_set &err) {
+    throw BridgeError(describe(err));
+  } catch (py::cast_error &err) {
+    throw BridgeError(std::string("stage program returned outputs of the wrong kind: ") + err.what());
+  }
 }
 
 }    // namespace FacetMD

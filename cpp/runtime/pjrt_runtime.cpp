@@ -9,6 +9,9 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <functional>
+#include <set>
+#include <algorithm>
 #include <sstream>
 #include <sys/stat.h>
 
@@ -234,8 +237,27 @@ PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(
                            "it with `python -m facet.export committee CKPT1 CKPT2 ... -o committee.hlo`.");
     committee_members_ = int(committee["members"].integer());
   }
-  template_ = file.section(section);
   compile_options_ = file.section("xla_compile_options");
+  programs_.push_back(Program{"model", file.section(section), "", {}, {}, {}});
+  if (file.header.has("stages") && file.header["stages"].kind() == Json::Kind::Object) {
+    const Json &stages = file.header["stages"];
+    feature_size_ = int(stages["feature_size"].integer());
+    const Json &list = stages["programs"];
+    for (size_t k = 0; k < list.size(); ++k) {
+      const std::string name = list[k]["name"].string();
+      const std::string stage_section = "stage_template:" + options.device + ":" + name;
+      if (!file.has_section(stage_section)) {  // stages without PJRT templates: no exchange here
+        programs_.resize(1);
+        stage_names_.clear();
+        feature_size_ = 0;
+        break;
+      }
+      std::vector<std::string> inputs = list[k]["inputs"].strings();
+      inputs.erase(inputs.begin(), inputs.begin() + std::min<size_t>(4, inputs.size()));  // the graph
+      programs_.push_back(Program{name, file.section(stage_section), "", inputs, list[k]["outputs"].strings(), {}});
+      stage_names_.push_back(name);
+    }
+  }
   std::string library = options.plugin.empty() ? default_plugin_library(options.device) : options.plugin;
   plugin_ = PjrtPlugin::load(library);
   const PJRT_Api *api = plugin_->api();
@@ -249,20 +271,24 @@ PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(
   device_ = devices.addressable_devices[0];
   if (options_.cache_dir.empty()) options_.cache_dir = default_cache_dir();
   if (options_.cache_dir == "off") options_.cache_dir.clear();
-  std::string identity = sha256_hex(template_.data(), template_.size()) + sha256_hex(compile_options_.data(),
-      compile_options_.size()) + library + std::to_string(api->pjrt_api_version.minor_version) + host_fingerprint();
-  cache_key_prefix_ = sha256_hex(identity.data(), identity.size()).substr(0, 32);
+  for (Program &program : programs_) {
+    std::string identity = sha256_hex(program.template_text.data(), program.template_text.size()) +
+        sha256_hex(compile_options_.data(), compile_options_.size()) + library +
+        std::to_string(api->pjrt_api_version.minor_version) + host_fingerprint();
+    program.cache_key_prefix = sha256_hex(identity.data(), identity.size()).substr(0, 32);
+  }
 }
 
 PjrtModel::~PjrtModel()
 {
   if (!plugin_) return;
   const PJRT_Api *api = plugin_->api();
-  for (auto &entry : executables_) {
-    auto destroy = args_of<PJRT_LoadedExecutable_Destroy_Args>();
-    destroy.executable = entry.second;
-    plugin_->discard(api->PJRT_LoadedExecutable_Destroy(&destroy));
-  }
+  for (Program &program : programs_)
+    for (auto &entry : program.executables) {
+      auto destroy = args_of<PJRT_LoadedExecutable_Destroy_Args>();
+      destroy.executable = entry.second;
+      plugin_->discard(api->PJRT_LoadedExecutable_Destroy(&destroy));
+    }
   if (client_) {
     auto destroy = args_of<PJRT_Client_Destroy_Args>();
     destroy.client = client_;
@@ -273,17 +299,18 @@ PjrtModel::~PjrtModel()
 std::pair<long, long> PjrtModel::bucket_for(long n_atoms, long n_edges) const
 {
   auto ladder = padded_sizes(n_atoms, n_edges, file_.buckets);
-  if (executables_.empty() || executables_.count(ladder)) return ladder;
+  const auto compiled = buckets_seen();
+  if (compiled.empty() || std::find(compiled.begin(), compiled.end(), ladder) != compiled.end()) return ladder;
   // Reuse a compiled bucket at most one rung larger in each dimension (ModelRunner.bucket_for).
   int s = file_.buckets.steps_per_octave;
   long n_max = ladder_ceil(ladder.first, s, 1) + 1, e_max = ladder_ceil(ladder.second + 1, s, 1);
   long best_cost = -1;
   std::pair<long, long> best = ladder;
-  for (const auto &entry : executables_) {
-    long n = entry.first.first, e = entry.first.second;
+  for (const auto &bucket : compiled) {
+    long n = bucket.first, e = bucket.second;
     if (n_atoms + 1 <= n && n <= n_max && n_edges <= e && e <= e_max) {
       long cost = 16 * n + e;  // an atom costs about as much as a dozen edges
-      if (best_cost < 0 || cost < best_cost) best_cost = cost, best = entry.first;
+      if (best_cost < 0 || cost < best_cost) best_cost = cost, best = bucket;
     }
   }
   return best;
@@ -292,27 +319,28 @@ std::pair<long, long> PjrtModel::bucket_for(long n_atoms, long n_edges) const
 std::pair<long, long> PjrtModel::precompile(long n_atoms, long n_edges)
 {
   auto bucket = bucket_for(n_atoms, n_edges);
-  executable(bucket.first, bucket.second);
+  executable(programs_[0], bucket.first, bucket.second);
   return bucket;
 }
 
 std::vector<std::pair<long, long>> PjrtModel::buckets_seen() const
 {
-  std::vector<std::pair<long, long>> out;
-  for (const auto &entry : executables_) out.push_back(entry.first);
-  return out;
+  std::set<std::pair<long, long>> out;
+  for (const Program &program : programs_)
+    for (const auto &entry : program.executables) out.insert(entry.first);
+  return {out.begin(), out.end()};
 }
 
-PJRT_LoadedExecutable *PjrtModel::executable(long n_pad, long e_pad)
+PJRT_LoadedExecutable *PjrtModel::executable(Program &program, long n_pad, long e_pad)
 {
   auto key = std::make_pair(n_pad, e_pad);
-  auto it = executables_.find(key);
-  if (it != executables_.end()) return it->second;
+  auto it = program.executables.find(key);
+  if (it != program.executables.end()) return it->second;
   const PJRT_Api *api = plugin_->api();
   auto t0 = std::chrono::steady_clock::now();
   std::string cache_file;
   if (!options_.cache_dir.empty() && make_dirs(options_.cache_dir))
-    cache_file = options_.cache_dir + "/" + cache_key_prefix_ + "-" + std::to_string(n_pad) + "x" +
+    cache_file = options_.cache_dir + "/" + program.cache_key_prefix + "-" + std::to_string(n_pad) + "x" +
         std::to_string(e_pad) + ".bin";
   PJRT_LoadedExecutable *loaded = nullptr;
   if (!cache_file.empty()) {
@@ -332,19 +360,19 @@ PJRT_LoadedExecutable *PjrtModel::executable(long n_pad, long e_pad)
     }
   }
   if (!loaded) {
-    std::string text = fill_template(template_, n_pad, e_pad);
-    auto program = args_of<PJRT_Program>();
-    program.code = text.data();
-    program.code_size = text.size();
-    program.format = "mlir";
-    program.format_size = 4;
+    std::string text = fill_template(program.template_text, n_pad, e_pad);
+    auto code = args_of<PJRT_Program>();
+    code.code = text.data();
+    code.code_size = text.size();
+    code.format = "mlir";
+    code.format_size = 4;
     auto compile = args_of<PJRT_Client_Compile_Args>();
     compile.client = client_;
-    compile.program = &program;
+    compile.program = &code;
     compile.compile_options = compile_options_.data();
     compile.compile_options_size = compile_options_.size();
     plugin_->check(api->PJRT_Client_Compile(&compile),
-                   file_.path + ": the PJRT plugin '" + plugin_->library() + "' could not compile the model (exported "
+                   file_.path + ": the PJRT plugin '" + plugin_->library() + "' could not compile the " + (program.name == "model" ? std::string("model") : "stage program " + program.name) + " (exported "
                    "by jax " + file_.jax_version + "; this plugin reads programs from jax 0.10 and older, see "
                    "cpp/README.md). Re-export the model with a supported jax, or run it through Python (runtime python)");
     loaded = compile.executable;
@@ -371,7 +399,7 @@ PJRT_LoadedExecutable *PjrtModel::executable(long n_pad, long e_pad)
     }
   }
   compile_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  executables_[key] = loaded;
+  program.executables[key] = loaded;
   return loaded;
 }
 
@@ -405,56 +433,61 @@ void await_event(const PjrtPlugin &plugin, PJRT_Event *event, const char *what)
 
 }  // namespace
 
-void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const int *receivers, long n_edges,
-                         const int *species, const double *energy_mask, long n_atoms, double *atom_energies,
-                         double *edge_gradients)
+namespace {
+
+void store_as(std::vector<char> &buf, bool f64, size_t count, const std::function<double(size_t)> &value)
 {
-  auto bucket = bucket_for(n_atoms, n_edges);
-  long n_pad = bucket.first, e_pad = bucket.second;
-  PJRT_LoadedExecutable *exe = executable(n_pad, e_pad);
-  const bool f64 = file_.dtype == "float64";
-  const size_t fsize = f64 ? 8 : 4;
-  auto store = [&](std::vector<char> &buf, size_t count, auto &&value) {
-    buf.resize(count * fsize);
-    for (size_t i = 0; i < count; ++i) {
-      double v = value(i);
-      if (f64) std::memcpy(buf.data() + 8 * i, &v, 8);
-      else {
-        float f = static_cast<float>(v);
-        std::memcpy(buf.data() + 4 * i, &f, 4);
-      }
+  buf.resize(count * (f64 ? 8 : 4));
+  for (size_t i = 0; i < count; ++i) {
+    double v = value(i);
+    if (f64) std::memcpy(buf.data() + 8 * i, &v, 8);
+    else {
+      float f = static_cast<float>(v);
+      std::memcpy(buf.data() + 4 * i, &f, 4);
     }
-  };
+  }
+}
+
+double load_as(const std::vector<char> &buf, bool f64, size_t i)
+{
+  if (f64) {
+    double v;
+    std::memcpy(&v, buf.data() + 8 * i, 8);
+    return v;
+  }
+  float f;
+  std::memcpy(&f, buf.data() + 4 * i, 4);
+  return double(f);
+}
+
+}  // namespace
+
+void PjrtModel::stage_graph(long n_pad, long e_pad, const double *edge_vectors, const int *senders,
+                            const int *receivers, long n_edges, const int *species, long n_atoms)
+{
+  const bool f64 = file_.dtype == "float64";
   const double pad = file_.padding_edge_length;
-  store(in_floats_, size_t(3 * e_pad), [&](size_t i) {
+  store_as(in_floats_, f64, size_t(3 * e_pad), [&](size_t i) {
     return long(i) < 3 * n_edges ? edge_vectors[i] : (i % 3 == 0 ? pad : 0.0);
   });
-  store(in_mask_, size_t(n_pad), [&](size_t i) { return long(i) < n_atoms ? energy_mask[i] : 0.0; });
   in_senders_.assign(size_t(e_pad), int(n_atoms));  // padding edges point at the first padding atom
   in_receivers_.assign(size_t(e_pad), int(n_atoms));
   std::memcpy(in_senders_.data(), senders, sizeof(int) * size_t(n_edges));
   std::memcpy(in_receivers_.data(), receivers, sizeof(int) * size_t(n_edges));
   in_species_.assign(size_t(n_pad), 0);
   std::memcpy(in_species_.data(), species, sizeof(int) * size_t(n_atoms));
+}
 
+std::vector<std::vector<char>> PjrtModel::execute(PJRT_LoadedExecutable *exe, const std::vector<HostArray> &inputs,
+                                                  const std::vector<size_t> &output_bytes, const std::string &what)
+{
   const PJRT_Api *api = plugin_->api();
-  PJRT_Buffer_Type ftype = f64 ? PJRT_Buffer_Type_F64 : PJRT_Buffer_Type_F32;
-  struct Input {
-    const void *data;
-    PJRT_Buffer_Type type;
-    std::vector<int64_t> dims;
-  };
-  const Input inputs[5] = {{in_floats_.data(), ftype, {e_pad, 3}},
-                           {in_senders_.data(), PJRT_Buffer_Type_S32, {e_pad}},
-                           {in_receivers_.data(), PJRT_Buffer_Type_S32, {e_pad}},
-                           {in_species_.data(), PJRT_Buffer_Type_S32, {n_pad}},
-                           {in_mask_.data(), ftype, {n_pad}}};
   Buffers args{plugin_.get(), {}};
-  for (const Input &in : inputs) {
+  for (const HostArray &in : inputs) {
     auto put = args_of<PJRT_Client_BufferFromHostBuffer_Args>();
     put.client = client_;
     put.data = in.data;
-    put.type = in.type;
+    put.type = static_cast<PJRT_Buffer_Type>(in.type);
     put.dims = in.dims.data();
     put.num_dims = in.dims.size();
     // copied during the call: the event below is then already ready, so waiting on it needs
@@ -465,8 +498,7 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
     args.list.push_back(put.buffer);
     await_event(*plugin_, put.done_with_host_buffer, "copying the model inputs to the device");
   }
-  const size_t n_outputs = committee_members_ ? 5 : 2;
-  Buffers outputs{plugin_.get(), std::vector<PJRT_Buffer *>(n_outputs, nullptr)};
+  Buffers outputs{plugin_.get(), std::vector<PJRT_Buffer *>(output_bytes.size(), nullptr)};
   PJRT_Buffer *const *arg_list = args.list.data();
   PJRT_Buffer **out_list = outputs.list.data();
   PJRT_Event *done = nullptr;
@@ -479,55 +511,98 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
   run.num_args = args.list.size();
   run.output_lists = &out_list;
   run.device_complete_events = &done;
-  plugin_->check(api->PJRT_LoadedExecutable_Execute(&run), file_.path + ": running the model");
-  await_event(*plugin_, done, (file_.path + ": running the model").c_str());
-  out_energies_.resize(size_t(n_pad) * fsize);
-  out_gradients_.resize(size_t(3 * e_pad) * fsize);
-  std::vector<char> *targets[2] = {&out_energies_, &out_gradients_};
-  for (int k = 0; k < 2; ++k) {
+  plugin_->check(api->PJRT_LoadedExecutable_Execute(&run), file_.path + ": running " + what);
+  await_event(*plugin_, done, (file_.path + ": running " + what).c_str());
+  std::vector<std::vector<char>> out(output_bytes.size());
+  for (size_t k = 0; k < output_bytes.size(); ++k) {
+    out[k].resize(output_bytes[k]);
     auto fetch = args_of<PJRT_Buffer_ToHostBuffer_Args>();
-    fetch.src = outputs.list[size_t(k)];
-    fetch.dst = targets[k]->data();
-    fetch.dst_size = targets[k]->size();
+    fetch.src = outputs.list[k];
+    fetch.dst = out[k].data();
+    fetch.dst_size = out[k].size();
     plugin_->check(api->PJRT_Buffer_ToHostBuffer(&fetch), "copying the model outputs to the host");
     await_event(*plugin_, fetch.event, "copying the model outputs to the host");
   }
-  auto load = [&](const std::vector<char> &buf, size_t i) {
-    if (f64) {
-      double v;
-      std::memcpy(&v, buf.data() + 8 * i, 8);
-      return v;
-    }
-    float f;
-    std::memcpy(&f, buf.data() + 4 * i, 4);
-    return double(f);
+  return out;
+}
+
+void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const int *receivers, long n_edges,
+                         const int *species, const double *energy_mask, long n_atoms, double *atom_energies,
+                         double *edge_gradients)
+{
+  auto bucket = bucket_for(n_atoms, n_edges);
+  long n_pad = bucket.first, e_pad = bucket.second;
+  PJRT_LoadedExecutable *exe = executable(programs_[0], n_pad, e_pad);
+  const bool f64 = file_.dtype == "float64";
+  const size_t fsize = f64 ? 8 : 4;
+  stage_graph(n_pad, e_pad, edge_vectors, senders, receivers, n_edges, species, n_atoms);
+  store_as(in_mask_, f64, size_t(n_pad), [&](size_t i) { return long(i) < n_atoms ? energy_mask[i] : 0.0; });
+  const int ftype = f64 ? PJRT_Buffer_Type_F64 : PJRT_Buffer_Type_F32;
+  const std::vector<HostArray> inputs = {{in_floats_.data(), ftype, {e_pad, 3}},
+                                         {in_senders_.data(), PJRT_Buffer_Type_S32, {e_pad}},
+                                         {in_receivers_.data(), PJRT_Buffer_Type_S32, {e_pad}},
+                                         {in_species_.data(), PJRT_Buffer_Type_S32, {n_pad}},
+                                         {in_mask_.data(), ftype, {n_pad}}};
+  std::vector<size_t> sizes = {size_t(n_pad) * fsize, size_t(3 * e_pad) * fsize};
+  const size_t members = size_t(committee_members_);
+  if (members) {
+    sizes.push_back(size_t(n_pad) * fsize);
+    sizes.push_back(members * size_t(n_pad) * 3 * fsize);
+    sizes.push_back(members * fsize);
+  }
+  auto out = execute(exe, inputs, sizes, "the model");
+  for (long i = 0; i < n_atoms; ++i) atom_energies[i] = load_as(out[0], f64, size_t(i));
+  for (long i = 0; i < 3 * n_edges; ++i) edge_gradients[i] = load_as(out[1], f64, size_t(i));
+  if (members) {
+    atom_energy_std_.resize(size_t(n_atoms));
+    for (long i = 0; i < n_atoms; ++i) atom_energy_std_[size_t(i)] = load_as(out[2], f64, size_t(i));
+    member_forces_.resize(members * size_t(n_atoms) * 3);  // (members, n_pad, 3) -> (members, n_atoms, 3)
+    for (size_t m = 0; m < members; ++m)
+      for (size_t i = 0; i < size_t(3 * n_atoms); ++i)
+        member_forces_[m * size_t(3 * n_atoms) + i] = load_as(out[3], f64, m * size_t(3 * n_pad) + i);
+    member_energies_.resize(members);
+    for (size_t m = 0; m < members; ++m) member_energies_[m] = load_as(out[4], f64, m);
+  }
+}
+
+void PjrtModel::run_stage(const std::string &name, const double *edge_vectors, const int *senders,
+                          const int *receivers, long n_edges, const int *species, long n_atoms,
+                          const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs)
+{
+  auto found = std::find(stage_names_.begin(), stage_names_.end(), name);
+  if (found == stage_names_.end()) throw PjrtError(file_.path + ": no stage program '" + name + "' in this model file");
+  Program &program = programs_[size_t(found - stage_names_.begin()) + 1];
+  if (node_inputs.size() != program.inputs.size() || outputs.size() != program.outputs.size())
+    throw PjrtError("stage program '" + name + "' takes " + std::to_string(program.inputs.size()) + " node inputs and " +
+                    std::to_string(program.outputs.size()) + " outputs");
+  auto bucket = bucket_for(n_atoms, n_edges);
+  long n_pad = bucket.first, e_pad = bucket.second;
+  PJRT_LoadedExecutable *exe = executable(program, n_pad, e_pad);
+  const bool f64 = file_.dtype == "float64";
+  const size_t fsize = f64 ? 8 : 4;
+  const int ftype = f64 ? PJRT_Buffer_Type_F64 : PJRT_Buffer_Type_F32;
+  auto width = [&](const std::string &what) -> long {
+    return (what == "features" || what == "cotangent") ? feature_size_ : 1;
   };
-  for (long i = 0; i < n_atoms; ++i) atom_energies[i] = load(out_energies_, size_t(i));
-  for (long i = 0; i < 3 * n_edges; ++i) edge_gradients[i] = load(out_gradients_, size_t(i));
-  if (committee_members_) {
-    const size_t members = size_t(committee_members_);
-    std::vector<double> *targets3[3] = {&atom_energy_std_, &member_forces_, &member_energies_};
-    const size_t sizes[3] = {size_t(n_pad), members * size_t(n_pad) * 3, members};
-    std::vector<char> raw;
-    for (int k = 0; k < 3; ++k) {
-      raw.resize(sizes[k] * fsize);
-      auto fetch = args_of<PJRT_Buffer_ToHostBuffer_Args>();
-      fetch.src = outputs.list[size_t(k) + 2];
-      fetch.dst = raw.data();
-      fetch.dst_size = raw.size();
-      plugin_->check(api->PJRT_Buffer_ToHostBuffer(&fetch), "copying the committee outputs to the host");
-      await_event(*plugin_, fetch.event, "copying the committee outputs to the host");
-      if (k == 1) {  // (members, n_pad, 3) -> (members, n_atoms, 3)
-        member_forces_.resize(members * size_t(n_atoms) * 3);
-        for (size_t m = 0; m < members; ++m)
-          for (size_t i = 0; i < size_t(3 * n_atoms); ++i)
-            member_forces_[m * size_t(3 * n_atoms) + i] = load(raw, m * size_t(3 * n_pad) + i);
-        continue;
-      }
-      const size_t keep = k == 0 ? size_t(n_atoms) : members;
-      targets3[k]->resize(keep);
-      for (size_t i = 0; i < keep; ++i) (*targets3[k])[i] = load(raw, i);
-    }
+  stage_graph(n_pad, e_pad, edge_vectors, senders, receivers, n_edges, species, n_atoms);
+  std::vector<HostArray> inputs = {{in_floats_.data(), ftype, {e_pad, 3}},
+                                   {in_senders_.data(), PJRT_Buffer_Type_S32, {e_pad}},
+                                   {in_receivers_.data(), PJRT_Buffer_Type_S32, {e_pad}},
+                                   {in_species_.data(), PJRT_Buffer_Type_S32, {n_pad}}};
+  in_nodes_.resize(node_inputs.size());
+  for (size_t k = 0; k < node_inputs.size(); ++k) {
+    const long w = width(program.inputs[k]);
+    const double *src = node_inputs[k];
+    store_as(in_nodes_[k], f64, size_t(n_pad * w), [&](size_t i) { return long(i) < n_atoms * w ? src[i] : 0.0; });
+    inputs.push_back({in_nodes_[k].data(), ftype, w == 1 ? std::vector<int64_t>{n_pad} : std::vector<int64_t>{n_pad, w}});
+  }
+  std::vector<size_t> sizes;
+  for (const std::string &what : program.outputs)
+    sizes.push_back(size_t(what == "dE_dedge" ? 3 * e_pad : n_pad * width(what)) * fsize);
+  auto out = execute(exe, inputs, sizes, "stage program " + name);
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const long count = program.outputs[k] == "dE_dedge" ? 3 * n_edges : n_atoms * width(program.outputs[k]);
+    for (long i = 0; i < count; ++i) outputs[k][i] = load_as(out[k], f64, size_t(i));
   }
 }
 

@@ -70,6 +70,20 @@ class PjrtModel {
                 const int *species, const double *energy_mask, long n_atoms, double *atom_energies,
                 double *edge_gradients);
 
+  // The per-layer programs of facet.stages (several MPI ranks exchange node features between
+  // them): stage_names() lists forward_k, backward_k (k < num_layers - 1) and last, in the
+  // file's order; empty when the file has none. feature_size() is the width of a node's
+  // features (and of their cotangents).
+  const std::vector<std::string> &stage_names() const { return stage_names_; }
+  int feature_size() const { return feature_size_; }
+  // Runs stage program `name` on the graph. node_inputs are its inputs after the graph, in
+  // the header's order (features/cotangent: n_atoms x feature_size, energy_mask: n_atoms);
+  // outputs receive its outputs, float64, unpadded (features/cotangent: n_atoms x
+  // feature_size, atom_energies: n_atoms, dE_dedge: n_edges x 3).
+  void run_stage(const std::string &name, const double *edge_vectors, const int *senders, const int *receivers,
+                 long n_edges, const int *species, long n_atoms, const std::vector<const double *> &node_inputs,
+                 const std::vector<double *> &outputs);
+
   // (padded atoms, padded edges) a system of this size runs in (ModelRunner.bucket_for's rule).
   std::pair<long, long> bucket_for(long n_atoms, long n_edges) const;
   // Compiles (or loads from the cache) the bucket for a system of this size; returns the bucket.
@@ -90,23 +104,42 @@ class PjrtModel {
   const std::vector<double> &member_energies() const { return member_energies_; }
 
  private:
-  PJRT_LoadedExecutable *executable(long n_pad, long e_pad);
+  // One program of the file: the model (index 0) or a stage program.
+  struct Program {
+    std::string name;                          // "model", or the stage's name
+    std::string template_text;                 // StableHLO template (facet.pjrt_program)
+    std::string cache_key_prefix;              // identifies template + plugin + host in the cache
+    std::vector<std::string> inputs, outputs;  // stages: after the graph inputs
+    std::map<std::pair<long, long>, PJRT_LoadedExecutable *> executables;
+  };
+  PJRT_LoadedExecutable *executable(Program &program, long n_pad, long e_pad);
+  // Pads and casts the graph inputs into the staging buffers (export/README.md's padding).
+  void stage_graph(long n_pad, long e_pad, const double *edge_vectors, const int *senders, const int *receivers,
+                   long n_edges, const int *species, long n_atoms);
+  struct HostArray {
+    const void *data;
+    int type;  // PJRT_Buffer_Type
+    std::vector<int64_t> dims;
+  };
+  // Runs exe on these inputs; returns each output's raw bytes (sizes in bytes given).
+  std::vector<std::vector<char>> execute(PJRT_LoadedExecutable *exe, const std::vector<HostArray> &inputs,
+                                         const std::vector<size_t> &output_bytes, const std::string &what);
 
   ModelFile file_;
   PjrtOptions options_;
   std::shared_ptr<PjrtPlugin> plugin_;
   PJRT_Client *client_ = nullptr;
   PJRT_Device *device_ = nullptr;
-  std::string template_;
   std::string compile_options_;
-  std::string cache_key_prefix_;
-  std::map<std::pair<long, long>, PJRT_LoadedExecutable *> executables_;
+  std::vector<Program> programs_;  // [0] the model, then the stage programs
+  std::vector<std::string> stage_names_;
+  int feature_size_ = 0;
+  std::vector<std::vector<char>> in_nodes_;  // staging of the stage programs' node inputs
   int num_compilations_ = 0;
   int num_cache_loads_ = 0;
   double compile_seconds_ = 0.0;
   std::vector<char> in_floats_, in_mask_;  // staging in the model dtype
   std::vector<int> in_senders_, in_receivers_, in_species_;
-  std::vector<char> out_energies_, out_gradients_;
   int committee_members_ = 0;
   std::vector<double> atom_energy_std_, member_forces_, member_energies_;
 };

@@ -204,6 +204,43 @@ def export_to_memory(config, params, dtype: str | None = None, platforms=DEFAULT
     return model_header(config, params, dtype, info), exported
 
 
+
+
+def export_stages(config, params, dtype: str, platforms=DEFAULT_PLATFORMS, pjrt: bool = True):
+    """The stage programs (facet.stages) of a Facet model: (header entry, sections), or
+    (None, {}) for a one-layer model. Each has symbolic shapes (N, E) like the model."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    from facet import model, pjrt_program, stages
+
+    with _x64(dtype == "float64"):
+        cast = model.cast_params(params, dtype)
+    programs = stages.programs(model.Facet(config), cast)
+    if not programs:
+        return None, {}
+    feature_size = stages.feature_size(config)
+    sections, entries = {}, []
+    with _x64(dtype == "float64"), _no_source_locations():
+        dt = jnp.dtype(dtype)
+        n, e = export.symbolic_shape(SYMBOLS)
+        shapes = {"features": (n, feature_size), "cotangent": (n, feature_size), "energy_mask": (n,)}
+        graph = (jax.ShapeDtypeStruct((e, 3), dt), jax.ShapeDtypeStruct((e,), jnp.int32),
+                 jax.ShapeDtypeStruct((e,), jnp.int32), jax.ShapeDtypeStruct((n,), jnp.int32))
+        for program in programs:
+            specs = graph + tuple(jax.ShapeDtypeStruct(shapes[name], dt) for name in program.inputs)
+            exported = export.export(jax.jit(program.fn), platforms=tuple(platforms))(*specs)
+            sections[modelfile.STAGE_JAX_PREFIX + program.name] = modelfile.serialize_program(exported)
+            if pjrt:
+                for platform in exported.platforms:
+                    template = pjrt_program.make_template(exported, platform)
+                    sections[pjrt_program.stage_template_section(platform, program.name)] = template.encode()
+            entries.append({"name": program.name, "inputs": list(stages.GRAPH_INPUTS + program.inputs),
+                            "outputs": list(program.outputs)})
+    return {"feature_size": feature_size, "programs": entries}, sections
+
+
 def export_model(
     config,
     params,
@@ -212,16 +249,22 @@ def export_model(
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
     info: dict[str, Any] | None = None,
     pjrt: bool = True,
+    stages: bool = True,
 ) -> dict[str, Any]:
     """Export ``params`` (use the EMA parameters) of a Facet model to ``path``.
 
     ``dtype`` defaults to ``config.dtype``; ``pjrt`` adds the sections that runtimes
-    without Python compile (facet.pjrt_program). Returns the header as written.
+    without Python compile (facet.pjrt_program); ``stages`` the per-layer programs that
+    LAMMPS exchanges features between on several MPI ranks (facet.stages). Returns the
+    header as written.
     """
     from facet import pjrt_program
 
     header, exported = export_to_memory(config, params, dtype, platforms, info)
-    extra = pjrt_program.sections(exported) if pjrt else None
+    extra = pjrt_program.sections(exported) if pjrt else {}
+    if stages:
+        header["stages"], stage_sections = export_stages(config, params, header["dtype"], platforms, pjrt)
+        extra.update(stage_sections)
     return modelfile.save_model_file(path, exported, header, extra)
 
 
@@ -365,6 +408,9 @@ def _export_main(argv) -> int:
     p.add_argument("--no-pjrt", action="store_true",
                    help="leave out the PJRT program (the StableHLO templates that runtimes without Python "
                    "compile); the file then runs through the Python runtime only")
+    p.add_argument("--no-stages", action="store_true",
+                   help="leave out the per-layer programs; LAMMPS on several MPI ranks then recomputes a "
+                   "num_layers x cutoff ghost shell instead of exchanging features between layers")
     p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
                    help="add KEY (JSON or text VALUE) to the header's training section, e.g. "
                    "--note 'trained_on=Si DFT set' --note 'test={\"energy_mae_mev_atom\": 12.3}'")
@@ -387,7 +433,10 @@ def _export_main(argv) -> int:
     header = model_header(config, params, dtype, {**(info or {}), **notes})
     from facet import pjrt_program
 
-    extra = None if args.no_pjrt else pjrt_program.sections(exported)
+    extra = {} if args.no_pjrt else pjrt_program.sections(exported)
+    if not args.no_stages:
+        header["stages"], stage_sections = export_stages(config, params, dtype, args.platforms, not args.no_pjrt)
+        extra.update(stage_sections)
     header = modelfile.save_model_file(args.output, exported, header, extra)
     print(describe(header, args.output))
     if not args.no_check:

@@ -140,6 +140,15 @@ class ModelHandle:
         self.num_layers = num_layers
         self.dtype = dtype
         self.description = str(getattr(runner, "description", None) or repr(runner))
+        # The per-layer programs (facet.stages) for the multi-rank feature exchange: optional.
+        self.feature_size = int(getattr(runner, "feature_size", 0) or 0) if hasattr(runner, "run_stage") else 0
+
+    def stage_inputs(self, name):
+        """The node inputs of stage program ``name``, after the graph (facet.stages)."""
+        return list(self.runner.stage_inputs(name))
+
+    def run_stage(self, name, *args):
+        return tuple(np.ascontiguousarray(a, dtype=np.float64) for a in self.runner.run_stage(name, *args))
 
     def compute(self, edge_vectors, senders, receivers, species, energy_mask):
         atom_energies, de_dedge = self.runner(

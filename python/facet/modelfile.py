@@ -420,3 +420,24 @@ def load_model_file(path):
     exported = deserialize_program(split_sections(header, payload, name)[JAX_SECTION], name)
     _check_program_matches(header, exported, name)
     return header, exported
+
+
+STAGE_JAX_PREFIX = "stage_jax:"
+
+
+def load_stage_programs(path) -> dict[str, Any]:
+    """The per-layer programs of a model file (facet.stages; header["stages"]) by name, as
+    ``jax.export.Exported``; {} for a file without them (export without --no-stages)."""
+    name = str(path)
+    header, payload = _parse(path, _read_bytes(path), verify_payload=True)
+    check_compatibility(header, name)
+    entries = (header.get("stages") or {}).get("programs") or []
+    sections = split_sections(header, payload, name)
+    out = {}
+    for entry in entries:
+        section = STAGE_JAX_PREFIX + entry["name"]
+        if section not in sections:
+            raise ModelFileError(f"{name}: the header lists stage program {entry['name']!r} but the file has no "
+                                 f"{section!r} section. Re-export the model.")
+        out[entry["name"]] = deserialize_program(sections[section], name)
+    return out

@@ -35,10 +35,14 @@ def template_section(platform: str) -> str:
     return f"stablehlo_template:{platform}"
 
 
+def stage_template_section(platform: str, name: str) -> str:
+    """A stage program's template (facet.stages): section ``stage_template:PLATFORM:NAME``."""
+    return f"stage_template:{platform}:{name}"
+
+
 def refined_text(exported, n_atoms: int, n_edges: int, platform: str) -> str:
     """jax's StableHLO text of the program for fixed sizes, shapes refined, no locations."""
     import jax
-    import jax.numpy as jnp
 
     try:
         from jax._src.interpreters.mlir import refine_polymorphic_shapes
@@ -46,9 +50,9 @@ def refined_text(exported, n_atoms: int, n_edges: int, platform: str) -> str:
         raise ModelFileError(f"jax {jax.__version__} has no shape refinement for PJRT templates ({e}); "
                              "export with --no-pjrt (the Python runtime still works)") from e
     dtype = exported.in_avals[0].dtype
-    specs = (jax.ShapeDtypeStruct((n_edges, 3), dtype), jax.ShapeDtypeStruct((n_edges,), jnp.int32),
-             jax.ShapeDtypeStruct((n_edges,), jnp.int32), jax.ShapeDtypeStruct((n_atoms,), jnp.int32),
-             jax.ShapeDtypeStruct((n_atoms,), dtype))
+    sizes = {"N": n_atoms, "E": n_edges}
+    specs = tuple(jax.ShapeDtypeStruct(tuple(d if isinstance(d, int) else sizes[str(d)] for d in aval.shape),
+                                       aval.dtype) for aval in exported.in_avals)
     with jax.enable_x64(str(dtype) == "float64"):
         lowered = jax.jit(exported.call).trace(*specs).lower(lowering_platforms=(platform,))
         module = refine_polymorphic_shapes(lowered.compiler_ir("stablehlo"))

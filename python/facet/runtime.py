@@ -90,6 +90,12 @@ class ModelRunner:
         self.num_calls = 0
         self.last_shape: tuple[int, int] | None = None
         self.cache_dir = compilation_cache_dir() if compilation_cache else None
+        # The per-layer programs (facet.stages) of a file that has them, loaded on first use.
+        stages = header.get("stages") or {}
+        self.feature_size: int = int(stages.get("feature_size") or 0) if self.path else 0
+        self._stage_io = {p["name"]: (p["inputs"][4:], p["outputs"]) for p in stages.get("programs") or []}
+        self._stage_programs: dict[str, Any] | None = None
+        self._stage_executables: dict[tuple[str, int, int], Any] = {}
 
     # -- introspection ------------------------------------------------------
 
@@ -108,13 +114,14 @@ class ModelRunner:
         around it, and only the larger one if it started above the rung.
         """
         n_pad, e_pad = padded_sizes(n_atoms, n_edges, **self.buckets)
-        if (n_pad, e_pad) in self._executables or not self._executables:
+        compiled = set(self._executables) | {key[1:] for key in self._stage_executables}
+        if (n_pad, e_pad) in compiled or not compiled:
             return n_pad, e_pad
         s = self.buckets["steps_per_octave"]
         n_max, e_max = next_rung(n_pad - 1, s) + 1, next_rung(e_pad, s)
         fits = [
             (n * 16 + e, n, e)  # rough cost: an atom costs about as much as a dozen edges
-            for n, e in self._executables
+            for n, e in compiled
             if n_atoms + 1 <= n <= n_max and n_edges <= e <= e_max
         ]
         if fits:
@@ -158,6 +165,59 @@ class ModelRunner:
         n_pad, e_pad = self.bucket_for(n_atoms, n_edges)
         self._executable(n_pad, e_pad)
         return n_pad, e_pad
+
+    # -- the per-layer programs (several MPI ranks exchange features between them) --
+    def stage_inputs(self, name: str) -> list[str]:
+        """The node inputs of stage program ``name``, after the graph inputs (facet.stages)."""
+        return list(self._stage_io[name][0])
+
+    def run_stage(self, name: str, edge_vectors, senders, receivers, species, *node_inputs):
+        """Stage program ``name`` of facet.stages on one graph, padded like ``__call__``.
+        node_inputs follow the graph in the program's order (features/cotangent (N, F),
+        energy_mask (N,)); returns its outputs as float64 arrays, unpadded."""
+        import jax
+
+        if name not in self._stage_io:
+            raise ValueError(f"{self.path}: no stage program {name!r} (the file has {sorted(self._stage_io)}); "
+                             "re-export the model without --no-stages")
+        if self._stage_programs is None:
+            from facet.modelfile import load_stage_programs
+            self._stage_programs = load_stage_programs(self.path)
+        inputs, outputs = self._stage_io[name]
+        edge_vectors = np.asarray(edge_vectors, dtype=np.float64)
+        n_atoms, n_edges = len(species), len(edge_vectors)
+        n_pad, e_pad = self.bucket_for(n_atoms, n_edges)
+        dt = self._np_dtype
+        ev = np.empty((e_pad, 3), dtype=dt)
+        ev[:n_edges] = edge_vectors
+        ev[n_edges:] = self._pad_vector
+        snd = np.full(e_pad, n_atoms, dtype=np.int32)
+        snd[:n_edges] = senders
+        rcv = np.full(e_pad, n_atoms, dtype=np.int32)
+        rcv[:n_edges] = receivers
+        spc = np.zeros(n_pad, dtype=np.int32)
+        spc[:n_atoms] = species
+        args = [ev, snd, rcv, spc]
+        for what, value in zip(inputs, node_inputs):
+            value = np.asarray(value, dtype=np.float64)
+            padded = np.zeros((n_pad,) + value.shape[1:], dtype=dt)
+            padded[:n_atoms] = value
+            args.append(padded)
+        key = (name, n_pad, e_pad)
+        exe = self._stage_executables.get(key)
+        with jax.enable_x64(self._x64):
+            if exe is None:
+                t0 = time.perf_counter()
+                specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
+                with cache_scope(self.cache_dir):
+                    exe = jax.jit(self._stage_programs[name].call).lower(*specs).compile()
+                self.compile_seconds += time.perf_counter() - t0
+                self.num_compilations += 1
+                self._stage_executables[key] = exe
+            result = exe(*args)
+            result = (result,) if len(outputs) == 1 else result
+        return tuple(np.asarray(r)[:n_edges if what == "dE_dedge" else n_atoms].astype(np.float64)
+                     for what, r in zip(outputs, result))
 
     # -- evaluation ---------------------------------------------------------
 
