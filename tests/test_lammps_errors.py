@@ -152,11 +152,19 @@ def test_units_not_metal(tmp_path, data_file):
 
 
 def test_comm_cutoff_too_small_multirank(tmp_path, data_file):
+    # a file without stage programs falls back to the ghost shell; the message names both fixes
     expect_error(tmp_path, lmp_input(data_file), "comm_modify cutoff 10", "2 x 4 + 2 = 10",
-                       np_=2)
+                 "its per-layer programs let ranks exchange features", np_=2)
     # the same input is fine on one rank (folded graph)
     proc = run_lmp(lmp_input(data_file), tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_graph_exchange_needs_stage_programs(tmp_path, data_file):
+    """The stand-in's file has no per-layer programs: 'graph exchange' names the fix."""
+    expect_error(tmp_path, lmp_input(data_file, pair_style=standin_model_file(CONFIG) + " graph exchange"),
+                 "'graph exchange' needs a model file with per-layer (stage) programs",
+                 "python -m facet.export CHECKPOINT -o model.hlo", "'graph ghost'", np_=2)
 
 
 def test_folded_graph_multirank(tmp_path, data_file):
