@@ -96,6 +96,13 @@ WATER_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "water-l2mae-statistics": ("water-l2mae + statistics (species shifts, scale, Bessel frequencies) at 0.1× "
                                "the step size", ("loss=l2mae", "warmup_steps=15",
                                                  "statistics_learning_rate_factor=0.1")),
+    "water-energy4": ("water-l2mae-statistics + energy weight 4 (force weight 1) for the whole run",
+                      ("loss=l2mae", "warmup_steps=15", "statistics_learning_rate_factor=0.1", "energy_weight=4.0")),
+    "water-final-stage": ("water-l2mae-statistics + energy weight 5 for the last 25 % of the run (MACE's second "
+                          "stage)", ("loss=l2mae", "warmup_steps=15", "statistics_learning_rate_factor=0.1",
+                                     "final_stage_fraction=0.25", "final_stage_energy_weight=5.0")),
+    "water-statistics-seed1": ("water-l2mae-statistics with seed 1 (the run-to-run spread)",
+                               ("loss=l2mae", "warmup_steps=15", "statistics_learning_rate_factor=0.1", "seed=1")),
 }
 WATER_COMMON = ("eval_every_minutes=4.0", "checkpoint_every_minutes=100")
 

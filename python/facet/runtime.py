@@ -198,7 +198,9 @@ class ModelRunner:
         spc = np.zeros(n_pad, dtype=np.int32)
         spc[:n_atoms] = species
         args = [ev, snd, rcv, spc]
-        for what, value in zip(inputs, node_inputs):
+        if len(node_inputs) != len(inputs):
+            raise ValueError(f"stage program {name!r} takes node inputs {inputs}, got {len(node_inputs)} arrays")
+        for value in node_inputs:
             value = np.asarray(value, dtype=np.float64)
             padded = np.zeros((n_pad,) + value.shape[1:], dtype=dt)
             padded[:n_atoms] = value
