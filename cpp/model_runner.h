@@ -49,16 +49,18 @@ class ModelRunner {
   // node features between layers): the width of a node's features, 0 when this runtime or
   // model file has no stage programs.
   virtual int feature_size() const { return 0; }
-  // Stage program `name` (forward_k, backward_k, last) on one graph. node_inputs follow the
-  // graph in the program's order (features and cotangent: nnodes x feature_size(), energy_mask:
-  // nnodes); outputs receive its outputs (features/cotangent nnodes x feature_size(),
-  // atom_energies nnodes, dE_dedge 3*nedges).
+  // Stage program `name` (forward_k, backward_k, last) on one graph whose first nowned nodes
+  // are owned (every receiver among them). node_inputs follow the graph in the program's
+  // order (features: nnodes x feature_size(); cotangent: nowned x feature_size(); energy_mask:
+  // nowned); outputs receive its outputs (features nowned x feature_size(), atom_energies
+  // nowned, cotangent nnodes x feature_size(), dE_dedge 3*nedges).
   virtual void run_stage(const std::string &name, const double *edge_vectors, const int32_t *senders,
                          const int32_t *receivers, int64_t nedges, const int32_t *species, int64_t nnodes,
-                         const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs)
+                         int64_t nowned, const std::vector<const double *> &node_inputs,
+                         const std::vector<double *> &outputs)
   {
     (void) name, (void) edge_vectors, (void) senders, (void) receivers, (void) nedges, (void) species;
-    (void) nnodes, (void) node_inputs, (void) outputs;
+    (void) nnodes, (void) nowned, (void) node_inputs, (void) outputs;
     throw RunnerError("this model cannot run one layer at a time (no stage programs)");
   }
   virtual const std::vector<double> *atom_energy_std() const { return nullptr; }

@@ -478,7 +478,7 @@ void PairFacet::compute_by_layers(bool any_owned, std::string &failure)
     if (!run_model) return;
     try {
       model->run_stage(name, graph.edge_vectors.data(), graph.senders.data(), graph.receivers.data(), nedges,
-                       graph.species.data(), graph.nnodes, in, out);
+                       graph.species.data(), graph.nnodes, atom->nlocal, in, out);
     } catch (std::exception &e) {
       failure = std::string("Pair style facet: model evaluation failed (stage ") + name + "): " + e.what();
       run_model = false;
@@ -503,7 +503,7 @@ void PairFacet::compute_by_layers(bool any_owned, std::string &failure)
   for (int k = model_layers - 2; k >= 0; k--) {
     exchange_rows = cotangent.data();
     comm->reverse_comm(this);
-    std::fill(cotangent.begin() + nlocal * width, cotangent.end(), 0.0);    // ghost rows now live on their owners
+    std::fill(cotangent.begin() + nlocal * width, cotangent.end(), 0.0);    // summed into their owners
     if (k == 0) {
       run("backward_0", {cotangent.data()}, {stage_grad.data()});
     } else {

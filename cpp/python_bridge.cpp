@@ -280,22 +280,26 @@ void PythonModel::compute(const double *edge_vectors, const int32_t *senders,
 
 void PythonModel::run_stage(const std::string &name, const double *edge_vectors, const int32_t *senders,
                             const int32_t *receivers, int64_t nedges, const int32_t *species, int64_t nnodes,
-                            const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs)
+                            int64_t nowned, const std::vector<const double *> &node_inputs,
+                            const std::vector<double *> &outputs)
 {
   py::gil_scoped_acquire gil;
   try {
-    const py::ssize_t E = nedges, N = nnodes, F = feature_size_;
+    const py::ssize_t E = nedges, N = nnodes, O = nowned, F = feature_size_;
     py::list args;
     args.append(readonly_view(edge_vectors, {E, 3}));
     args.append(readonly_view(senders, {E}));
     args.append(readonly_view(receivers, {E}));
     args.append(readonly_view(species, {N}));
+    args.append(py::int_(O));
     py::list inputs = impl_->handle.attr("stage_inputs")(name);
     if (inputs.size() != node_inputs.size())
       throw BridgeError("stage program '" + name + "' takes " + std::to_string(inputs.size()) + " node inputs");
     for (size_t k = 0; k < node_inputs.size(); ++k) {
-      const bool wide = inputs[k].cast<std::string>() != "energy_mask";
-      args.append(wide ? readonly_view(node_inputs[k], {N, F}) : readonly_view(node_inputs[k], {N}));
+      const std::string what = inputs[k].cast<std::string>();  // facet.stages.rows
+      if (what == "features") args.append(readonly_view(node_inputs[k], {N, F}));
+      else if (what == "cotangent") args.append(readonly_view(node_inputs[k], {O, F}));
+      else args.append(readonly_view(node_inputs[k], {O}));
     }
     py::tuple result = impl_->handle.attr("run_stage")(name, *args).cast<py::tuple>();
     if (result.size() != outputs.size())

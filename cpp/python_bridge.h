@@ -56,12 +56,11 @@ class PythonModel : public ModelRunner {
 
   int feature_size() const override { return feature_size_; }
   void run_stage(const std::string &name, const double *edge_vectors, const int32_t *senders,
-                 const int32_t *receivers, int64_t nedges, const int32_t *species, int64_t nnodes,
+                 const int32_t *receivers, int64_t nedges, const int32_t *species, int64_t nnodes, int64_t nowned,
                  const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs) override;
 
  private:
   int feature_size_ = 0;
-  std::vector<std::string> stage_inputs_;  // run_stage's scratch: input names of the last program
   struct Impl;
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;

@@ -50,7 +50,7 @@ def test_stage_programs_compose_to_the_model(tiny_model, programs):
     np.testing.assert_allclose(e, e_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-12)
     assert np.abs(g_ref).max() > 0.01
-    assert programs["forward_0"](vec, s, r, z).shape == (N_PAD, stages.feature_size(cfg))
+    assert programs["forward_0"](vec, s, r, z[:40], z[40:]).shape == (40, stages.feature_size(cfg))
 
 
 def test_simulated_ranks_with_feature_exchange_match_serial(tiny_model, programs):
@@ -87,7 +87,7 @@ def test_simulated_ranks_with_feature_exchange_match_serial(tiny_model, programs
         owned = np.array([owner[a] == r and s == (0, 0, 0) for a, s in nodes] + [False] * pad_n)
         ranks.append(dict(atom_of=atom_of, owned=owned, vec=np.array(vectors), s=np.array(senders, np.int32),
                           r=np.array(receivers, np.int32), z=np.where(atom_of >= 0, z_all[atom_of], 0),
-                          mask=owned.astype(float), ghost=(~owned) & (atom_of >= 0)))
+                          mask=owned.astype(float), ghost=(~owned) & (atom_of >= 0), O=int(owned.sum())))
     row_of = {}  # global atom -> (rank, owned row)
     for r, rank in enumerate(ranks):
         for k in np.flatnonzero(rank["owned"]):
@@ -111,24 +111,31 @@ def test_simulated_ranks_with_feature_exchange_match_serial(tiny_model, programs
             c[~rank["owned"]] = 0.0
         return out
 
-    graph = [(rk["vec"], rk["s"], rk["r"], rk["z"]) for rk in ranks]
-    h = forward([progs["forward_0"](*g) for g in graph])
-    features = [h]
-    h = forward([progs["forward_1"](*g, x) for g, x in zip(graph, h)])
-    features.append(h)
-    lasts = [progs["last"](*g, x, rk["mask"]) for g, x, rk in zip(graph, h, ranks)]
+    graph = [(rk["vec"], rk["s"], rk["r"], rk["z"][:rk["O"]], rk["z"][rk["O"]:]) for rk in ranks]
+
+    def expand(outs):
+        full = []
+        for rank, x in zip(ranks, outs):
+            h = np.zeros((N_PAD,) + x.shape[1:])
+            h[:rank["O"]] = x
+            full.append(h)
+        return full
+
+    h1 = forward(expand([progs["forward_0"](*g) for g in graph]))
+    h2 = forward(expand([progs["forward_1"](*g, x) for g, x in zip(graph, h1)]))
+    lasts = [progs["last"](*g, x, rk["mask"][:rk["O"]]) for g, x, rk in zip(graph, h2, ranks)]
     grads = [np.array(out[1]) for out in lasts]
     cot = reverse([out[2] for out in lasts])
-    back = [progs["backward_1"](*g, x, c) for g, x, c in zip(graph, features[0], cot)]
+    back = [progs["backward_1"](*g, x, c[:rk["O"]]) for g, x, c, rk in zip(graph, h1, cot, ranks)]
     grads = [g + b[1] for g, b in zip(grads, back)]
     cot = reverse([b[0] for b in back])
-    grads = [g + progs["backward_0"](*gr, c) for g, gr, c in zip(grads, graph, cot)]
+    grads = [g + progs["backward_0"](*gr, c[:rk["O"]]) for g, gr, c, rk in zip(grads, graph, cot, ranks)]
 
     atom_e = np.zeros(len(atoms))
     forces = np.zeros((len(atoms), 3))
     for rank, out, g in zip(ranks, lasts, grads):
         owned = rank["owned"]
-        atom_e[rank["atom_of"][owned]] = np.asarray(out[0])[owned]
+        atom_e[rank["atom_of"][owned]] = np.asarray(out[0])[owned[:rank["O"]]]
         real = rank["atom_of"][rank["r"]] >= 0
         np.add.at(forces, rank["atom_of"][rank["r"][real]], g[real])
         np.add.at(forces, rank["atom_of"][rank["s"][real]], -g[real])

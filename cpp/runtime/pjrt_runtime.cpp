@@ -25,9 +25,11 @@ namespace {
 const char *INSTALL_HINT = "install the CPU plugin with `pip install xla-cpu-pjrt==0.0.1` (facet-md depends on it), "
                            "or name a plugin library with FACET_PJRT_PLUGIN";
 
-// The module of one bucket: @@N@@ -> n_atoms, @@E@@ -> n_edges, @@a,b,c@@ -> a*N + b*E + c
-// (facet.pjrt_program.fill does the same in Python).
-std::string fill_template(const std::string &text, long n_atoms, long n_edges)
+// The module of one bucket: each named slot @@NAME@@ -> that symbol's size, and an affine
+// slot @@a,b,...,c@@ -> a*size_1 + b*size_2 + ... + c over the symbols in the template's
+// order (N, E for the model; O, G, E for stage programs). facet.pjrt_program.fill does the
+// same in Python.
+std::string fill_template(const std::string &text, const std::vector<std::pair<std::string, long>> &symbols)
 {
   std::string out;
   out.reserve(text.size() + 1024);
@@ -39,16 +41,23 @@ std::string fill_template(const std::string &text, long n_atoms, long n_edges)
     if (close == std::string::npos) break;
     std::string slot = text.substr(open + 2, close - open - 2);
     long value = 0;
-    if (slot == "N") {
-      value = n_atoms;
-    } else if (slot == "E") {
-      value = n_edges;
-    } else {
-      long a = 0, b = 0, c = 0;
-      char tail = 0;
-      if (std::sscanf(slot.c_str(), "%ld,%ld,%ld%c", &a, &b, &c, &tail) != 3)
+    bool named = false;
+    for (const auto &symbol : symbols)
+      if (slot == symbol.first) value = symbol.second, named = true;
+    if (!named) {
+      std::vector<long> coefficients;
+      std::stringstream in(slot);
+      std::string item;
+      while (std::getline(in, item, ',')) {
+        char *end = nullptr;
+        long c = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0') coefficients.clear(), in.setstate(std::ios::failbit);
+        else coefficients.push_back(c);
+      }
+      if (coefficients.size() != symbols.size() + 1)
         throw PjrtError("malformed slot '@@" + slot + "@@' in the model's StableHLO template: re-export the model");
-      value = a * n_atoms + b * n_edges + c;
+      value = coefficients.back();
+      for (size_t k = 0; k < symbols.size(); ++k) value += coefficients[k] * symbols[k].second;
     }
     out.append(text, pos, open - pos).append(std::to_string(value));
     pos = close + 2;
@@ -239,7 +248,9 @@ PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(
   }
   compile_options_ = file.section("xla_compile_options");
   programs_.push_back(Program{"model", file.section(section), "", {}, {}, {}});
-  if (file.header.has("stages") && file.header["stages"].kind() == Json::Kind::Object) {
+  // stage programs in the owned/ghost layout of facet.stages (symbols O, G, E); others are ignored
+  if (file.header.has("stages") && file.header["stages"].kind() == Json::Kind::Object &&
+      file.header["stages"].has("symbols") && file.header["stages"]["symbols"].string() == "O, G, E") {
     const Json &stages = file.header["stages"];
     feature_size_ = int(stages["feature_size"].integer());
     const Json &list = stages["programs"];
@@ -253,7 +264,7 @@ PjrtModel::PjrtModel(const ModelFile &file, const PjrtOptions &options) : file_(
         break;
       }
       std::vector<std::string> inputs = list[k]["inputs"].strings();
-      inputs.erase(inputs.begin(), inputs.begin() + std::min<size_t>(4, inputs.size()));  // the graph
+      inputs.erase(inputs.begin(), inputs.begin() + std::min<size_t>(5, inputs.size()));  // the graph
       programs_.push_back(Program{name, file.section(stage_section), "", inputs, list[k]["outputs"].strings(), {}});
       stage_names_.push_back(name);
     }
@@ -325,15 +336,14 @@ std::pair<long, long> PjrtModel::precompile(long n_atoms, long n_edges)
 
 std::vector<std::pair<long, long>> PjrtModel::buckets_seen() const
 {
-  std::set<std::pair<long, long>> out;
-  for (const Program &program : programs_)
-    for (const auto &entry : program.executables) out.insert(entry.first);
-  return {out.begin(), out.end()};
+  std::vector<std::pair<long, long>> out;  // the model's; stage programs have their own buckets
+  for (const auto &entry : programs_[0].executables) out.emplace_back(entry.first[0], entry.first[1]);
+  return out;
 }
 
-PJRT_LoadedExecutable *PjrtModel::executable(Program &program, long n_pad, long e_pad)
+PJRT_LoadedExecutable *PjrtModel::executable(Program &program, long n_pad, long e_pad, long g_pad)
 {
-  auto key = std::make_pair(n_pad, e_pad);
+  const Shape key = {n_pad, e_pad, g_pad};
   auto it = program.executables.find(key);
   if (it != program.executables.end()) return it->second;
   const PJRT_Api *api = plugin_->api();
@@ -341,6 +351,7 @@ PJRT_LoadedExecutable *PjrtModel::executable(Program &program, long n_pad, long 
   std::string cache_file;
   if (!options_.cache_dir.empty() && make_dirs(options_.cache_dir))
     cache_file = options_.cache_dir + "/" + program.cache_key_prefix + "-" + std::to_string(n_pad) + "x" +
+        (program.name == "model" ? std::string() : std::to_string(g_pad) + "x") +
         std::to_string(e_pad) + ".bin";
   PJRT_LoadedExecutable *loaded = nullptr;
   if (!cache_file.empty()) {
@@ -360,7 +371,9 @@ PJRT_LoadedExecutable *PjrtModel::executable(Program &program, long n_pad, long 
     }
   }
   if (!loaded) {
-    std::string text = fill_template(program.template_text, n_pad, e_pad);
+    std::string text = program.name == "model"
+        ? fill_template(program.template_text, {{"N", n_pad}, {"E", e_pad}})
+        : fill_template(program.template_text, {{"O", n_pad}, {"G", g_pad}, {"E", e_pad}});
     auto code = args_of<PJRT_Program>();
     code.code = text.data();
     code.code_size = text.size();
@@ -566,7 +579,7 @@ void PjrtModel::evaluate(const double *edge_vectors, const int *senders, const i
 }
 
 void PjrtModel::run_stage(const std::string &name, const double *edge_vectors, const int *senders,
-                          const int *receivers, long n_edges, const int *species, long n_atoms,
+                          const int *receivers, long n_edges, const int *species, long n_atoms, long n_owned,
                           const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs)
 {
   auto found = std::find(stage_names_.begin(), stage_names_.end(), name);
@@ -575,34 +588,69 @@ void PjrtModel::run_stage(const std::string &name, const double *edge_vectors, c
   if (node_inputs.size() != program.inputs.size() || outputs.size() != program.outputs.size())
     throw PjrtError("stage program '" + name + "' takes " + std::to_string(program.inputs.size()) + " node inputs and " +
                     std::to_string(program.outputs.size()) + " outputs");
-  auto bucket = bucket_for(n_atoms, n_edges);
-  long n_pad = bucket.first, e_pad = bucket.second;
-  PJRT_LoadedExecutable *exe = executable(program, n_pad, e_pad);
+  // facet.buckets.stage_padded_sizes: owned atoms and edges as the model's buckets (with one
+  // padding owned row for the padding edges), ghosts on their own rung
+  const long n_ghosts = n_atoms - n_owned;
+  auto bucket = padded_sizes(n_owned, n_edges, file_.buckets);
+  const long o_pad = bucket.first, e_pad = bucket.second;
+  const long g_pad = ladder_ceil(n_ghosts, file_.buckets.steps_per_octave, file_.buckets.min_atoms);
+  PJRT_LoadedExecutable *exe = executable(program, o_pad, e_pad, g_pad);
   const bool f64 = file_.dtype == "float64";
   const size_t fsize = f64 ? 8 : 4;
   const int ftype = f64 ? PJRT_Buffer_Type_F64 : PJRT_Buffer_Type_F32;
-  auto width = [&](const std::string &what) -> long {
-    return (what == "features" || what == "cotangent") ? feature_size_ : 1;
-  };
-  stage_graph(n_pad, e_pad, edge_vectors, senders, receivers, n_edges, species, n_atoms);
+  const long width = feature_size_;
+  // ghosts follow the padded owned block: node i -> row(i)
+  const long shift = o_pad - n_owned;
+  auto row = [&](long i) { return i < n_owned ? i : i + shift; };
+  store_as(in_floats_, f64, size_t(3 * e_pad), [&](size_t i) {
+    return long(i) < 3 * n_edges ? edge_vectors[i] : (i % 3 == 0 ? file_.padding_edge_length : 0.0);
+  });
+  in_senders_.assign(size_t(e_pad), int(n_owned));  // padding edges: the first padding owned row
+  in_receivers_.assign(size_t(e_pad), int(n_owned));
+  for (long e = 0; e < n_edges; ++e) {
+    in_senders_[size_t(e)] = int(row(senders[e]));
+    in_receivers_[size_t(e)] = receivers[e];
+  }
+  in_species_.assign(size_t(o_pad + g_pad), 0);  // owned block, then ghost block
+  for (long i = 0; i < n_atoms; ++i) in_species_[size_t(row(i))] = species[i];
   std::vector<HostArray> inputs = {{in_floats_.data(), ftype, {e_pad, 3}},
                                    {in_senders_.data(), PJRT_Buffer_Type_S32, {e_pad}},
                                    {in_receivers_.data(), PJRT_Buffer_Type_S32, {e_pad}},
-                                   {in_species_.data(), PJRT_Buffer_Type_S32, {n_pad}}};
+                                   {in_species_.data(), PJRT_Buffer_Type_S32, {o_pad}},
+                                   {in_species_.data() + o_pad, PJRT_Buffer_Type_S32, {g_pad}}};
   in_nodes_.resize(node_inputs.size());
   for (size_t k = 0; k < node_inputs.size(); ++k) {
-    const long w = width(program.inputs[k]);
+    const std::string &what = program.inputs[k];
     const double *src = node_inputs[k];
-    store_as(in_nodes_[k], f64, size_t(n_pad * w), [&](size_t i) { return long(i) < n_atoms * w ? src[i] : 0.0; });
-    inputs.push_back({in_nodes_[k].data(), ftype, w == 1 ? std::vector<int64_t>{n_pad} : std::vector<int64_t>{n_pad, w}});
+    if (what == "features") {  // every node
+      std::vector<double> padded(size_t((o_pad + g_pad) * width), 0.0);
+      for (long i = 0; i < n_atoms; ++i)
+        std::copy(src + i * width, src + (i + 1) * width, padded.begin() + row(i) * width);
+      store_as(in_nodes_[k], f64, padded.size(), [&](size_t i) { return padded[i]; });
+      inputs.push_back({in_nodes_[k].data(), ftype, {o_pad + g_pad, width}});
+    } else {  // the owned nodes: cotangent (width) or energy_mask (1)
+      const long w = what == "cotangent" ? width : 1;
+      store_as(in_nodes_[k], f64, size_t(o_pad * w), [&](size_t i) { return long(i) < n_owned * w ? src[i] : 0.0; });
+      inputs.push_back({in_nodes_[k].data(), ftype, w == 1 ? std::vector<int64_t>{o_pad} : std::vector<int64_t>{o_pad, w}});
+    }
   }
   std::vector<size_t> sizes;
   for (const std::string &what : program.outputs)
-    sizes.push_back(size_t(what == "dE_dedge" ? 3 * e_pad : n_pad * width(what)) * fsize);
+    sizes.push_back(size_t(what == "dE_dedge" ? 3 * e_pad
+                           : what == "cotangent" ? (o_pad + g_pad) * width
+                           : what == "features" ? o_pad * width : o_pad) * fsize);
   auto out = execute(exe, inputs, sizes, "stage program " + name);
   for (size_t k = 0; k < outputs.size(); ++k) {
-    const long count = program.outputs[k] == "dE_dedge" ? 3 * n_edges : n_atoms * width(program.outputs[k]);
-    for (long i = 0; i < count; ++i) outputs[k][i] = load_as(out[k], f64, size_t(i));
+    const std::string &what = program.outputs[k];
+    if (what == "dE_dedge") {
+      for (long i = 0; i < 3 * n_edges; ++i) outputs[k][i] = load_as(out[k], f64, size_t(i));
+    } else if (what == "cotangent") {  // every node
+      for (long i = 0; i < n_atoms; ++i)
+        for (long c = 0; c < width; ++c) outputs[k][i * width + c] = load_as(out[k], f64, size_t(row(i) * width + c));
+    } else {  // the owned nodes
+      const long w = what == "features" ? width : 1;
+      for (long i = 0; i < n_owned * w; ++i) outputs[k][i] = load_as(out[k], f64, size_t(i));
+    }
   }
 }
 

@@ -11,6 +11,7 @@
  * back in float64. Compiled executables are cached on disk (PjrtOptions::cache_dir). */
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -76,13 +77,15 @@ class PjrtModel {
   // features (and of their cotangents).
   const std::vector<std::string> &stage_names() const { return stage_names_; }
   int feature_size() const { return feature_size_; }
-  // Runs stage program `name` on the graph. node_inputs are its inputs after the graph, in
-  // the header's order (features/cotangent: n_atoms x feature_size, energy_mask: n_atoms);
-  // outputs receive its outputs, float64, unpadded (features/cotangent: n_atoms x
-  // feature_size, atom_energies: n_atoms, dE_dedge: n_edges x 3).
+  // Runs stage program `name` on the graph, whose first n_owned atoms are owned (every
+  // receiver among them) and the rest ghosts. node_inputs are its inputs after the graph, in
+  // the header's order (features: n_atoms x feature_size; cotangent: n_owned x feature_size;
+  // energy_mask: n_owned); outputs receive its outputs, float64, unpadded (features: n_owned x
+  // feature_size, atom_energies: n_owned, cotangent: n_atoms x feature_size, dE_dedge:
+  // n_edges x 3).
   void run_stage(const std::string &name, const double *edge_vectors, const int *senders, const int *receivers,
-                 long n_edges, const int *species, long n_atoms, const std::vector<const double *> &node_inputs,
-                 const std::vector<double *> &outputs);
+                 long n_edges, const int *species, long n_atoms, long n_owned,
+                 const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs);
 
   // (padded atoms, padded edges) a system of this size runs in (ModelRunner.bucket_for's rule).
   std::pair<long, long> bucket_for(long n_atoms, long n_edges) const;
@@ -104,15 +107,17 @@ class PjrtModel {
   const std::vector<double> &member_energies() const { return member_energies_; }
 
  private:
+  using Shape = std::array<long, 3>;
   // One program of the file: the model (index 0) or a stage program.
   struct Program {
     std::string name;                          // "model", or the stage's name
     std::string template_text;                 // StableHLO template (facet.pjrt_program)
     std::string cache_key_prefix;              // identifies template + plugin + host in the cache
     std::vector<std::string> inputs, outputs;  // stages: after the graph inputs
-    std::map<std::pair<long, long>, PJRT_LoadedExecutable *> executables;
+    std::map<Shape, PJRT_LoadedExecutable *> executables;
   };
-  PJRT_LoadedExecutable *executable(Program &program, long n_pad, long e_pad);
+  // The model's bucket is (atoms, edges, 0); a stage program's (owned, edges, ghosts).
+  PJRT_LoadedExecutable *executable(Program &program, long n_pad, long e_pad, long g_pad = 0);
   // Pads and casts the graph inputs into the staging buffers (export/README.md's padding).
   void stage_graph(long n_pad, long e_pad, const double *edge_vectors, const int *senders, const int *receivers,
                    long n_edges, const int *species, long n_atoms);

@@ -51,3 +51,12 @@ def padded_sizes(n_atoms: int, n_edges: int, steps_per_octave: int = 4, min_atom
     """
     return (ladder_ceil(n_atoms, steps_per_octave, min_atoms) + 1,
             ladder_ceil(n_edges, steps_per_octave, min_edges))
+
+
+def stage_padded_sizes(n_owned: int, n_ghosts: int, n_edges: int, steps_per_octave: int = 4, min_atoms: int = 8,
+                       min_edges: int = 64) -> tuple[int, int, int]:
+    """(padded owned, padded ghosts, padded edges) of a stage program's graph (facet.stages):
+    owned atoms and edges as padded_sizes (the padding edges point at the first padding owned
+    row), ghosts rounded up to their own rung."""
+    o_pad, e_pad = padded_sizes(n_owned, n_edges, steps_per_octave, min_atoms, min_edges)
+    return o_pad, ladder_ceil(n_ghosts, steps_per_octave, min_atoms), e_pad

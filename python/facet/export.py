@@ -224,10 +224,12 @@ def export_stages(config, params, dtype: str, platforms=DEFAULT_PLATFORMS, pjrt:
     sections, entries = {}, []
     with _x64(dtype == "float64"), _no_source_locations():
         dt = jnp.dtype(dtype)
-        n, e = export.symbolic_shape(SYMBOLS)
-        shapes = {"features": (n, feature_size), "cotangent": (n, feature_size), "energy_mask": (n,)}
+        owned, ghosts, e = export.symbolic_shape(", ".join(pjrt_program.STAGE_SYMBOLS))
+        shapes = {"features": (owned + ghosts, feature_size), "cotangent": (owned, feature_size),
+                  "energy_mask": (owned,)}
         graph = (jax.ShapeDtypeStruct((e, 3), dt), jax.ShapeDtypeStruct((e,), jnp.int32),
-                 jax.ShapeDtypeStruct((e,), jnp.int32), jax.ShapeDtypeStruct((n,), jnp.int32))
+                 jax.ShapeDtypeStruct((e,), jnp.int32), jax.ShapeDtypeStruct((owned,), jnp.int32),
+                 jax.ShapeDtypeStruct((ghosts,), jnp.int32))
         for program in programs:
             specs = graph + tuple(jax.ShapeDtypeStruct(shapes[name], dt) for name in program.inputs)
             exported = export.export(jax.jit(program.fn), platforms=tuple(platforms))(*specs)
@@ -238,7 +240,8 @@ def export_stages(config, params, dtype: str, platforms=DEFAULT_PLATFORMS, pjrt:
                     sections[pjrt_program.stage_template_section(platform, program.name)] = template.encode()
             entries.append({"name": program.name, "inputs": list(stages.GRAPH_INPUTS + program.inputs),
                             "outputs": list(program.outputs)})
-    return {"feature_size": feature_size, "programs": entries}, sections
+    return {"feature_size": feature_size, "symbols": ", ".join(pjrt_program.STAGE_SYMBOLS), "programs": entries}, \
+        sections
 
 
 def export_model(

@@ -163,7 +163,8 @@ class Convolution(nn.Module):
     irreps_out: e3nn.Irreps
 
     @nn.compact
-    def __call__(self, h, sh, radial, envelope, senders, receivers, norm, species_table=None, species=None):
+    def __call__(self, h, sh, radial, envelope, senders, receivers, norm, species_table=None, species=None,
+                 num_receivers=None):
         irreps_out = e3nn.Irreps(self.irreps_out)
         filter_ir_out = [ir for _, ir in irreps_out]
         num_paths = output_irreps(h.irreps, sh.irreps, filter_ir_out).num_irreps
@@ -176,12 +177,14 @@ class Convolution(nn.Module):
         weighted = radial * envelope[:, None]
         if species_table is not None:
             aggregated = species_message_sum(species_table.astype(h.dtype), species, senders, receivers, sh,
-                                             weighted, kernel, filter_ir_out)
+                                             weighted, kernel, filter_ir_out, num_receivers)
         else:
-            aggregated = weighted_message_sum(h, senders, receivers, sh, weighted, kernel, filter_ir_out)
+            aggregated = weighted_message_sum(h, senders, receivers, sh, weighted, kernel, filter_ir_out,
+                                              num_receivers)
         aggregated = aggregated / norm
         out = e3nn.flax.Linear(irreps_out, force_irreps_out=True, name="message_linear")(aggregated)
-        return out + e3nn.flax.Linear(irreps_out, force_irreps_out=True, name="self_connection")(h)
+        own = h if num_receivers is None else h[:num_receivers]
+        return out + e3nn.flax.Linear(irreps_out, force_irreps_out=True, name="self_connection")(own)
 
 
 @functools.lru_cache(maxsize=None)
@@ -303,11 +306,13 @@ class Facet(nn.Module):
     config: FacetConfig
 
     @nn.compact
-    def __call__(self, edge_vectors, senders, receivers, species, features=None, *, stage=None):
+    def __call__(self, edge_vectors, senders, receivers, species, features=None, *, stage=None, num_receivers=None):
         """Per-atom energies (N,). With ``stage=k`` only message-passing layer k runs (the
         multi-rank feature exchange, facet.stages): layers k < num_layers - 1 return the node
-        features (N, feature_size) from ``features`` (the previous layer's; None for k = 0),
-        the last layer returns the per-atom energies."""
+        features (R, feature_size) from ``features`` (the previous layer's, (N, feature_size);
+        None for k = 0), the last layer returns the per-atom energies (R,). R = num_receivers:
+        only the first R nodes receive messages and are computed (the atoms a rank owns;
+        every receiver must be < R); the rest only send."""
         cfg = self.config
         if not cfg.elements:
             raise ConfigError("FacetConfig.elements is empty: the model needs its element list")
@@ -349,12 +354,13 @@ class Facet(nn.Module):
             h = e3nn.IrrepsArray(f"{cfg.embedding_channels}x0e", embed(species))
         else:
             h = e3nn.IrrepsArray(feature_irreps(cfg), features)
+        own = (lambda x: x) if num_receivers is None else (lambda x: x[:num_receivers])
         for layer in (k for k in layers if k < last):
             # The first layer's senders carry only their species embedding: its messages
             # are summed per species (exact, and far cheaper; see species_message_sum).
             first = dict(species_table=embed.embedding, species=species) if layer == 0 else {}
-            out = Convolution(hidden, name=f"conv_{layer}")(h, *conv_args, **first)
-            h = residual(name=f"conv_{layer}_residual")(h, out)
+            out = Convolution(hidden, name=f"conv_{layer}")(h, *conv_args, **first, num_receivers=num_receivers)
+            h = residual(name=f"conv_{layer}_residual")(own(h), out)
             out = S2MLPMixer(
                 hidden, cfg.mixer_channels, cfg.mixer_heads, cfg.mixer_hidden,
                 cfg.sh_lmax, cfg.s2_res_beta, cfg.s2_res_alpha, cfg.s2_quadrature, name=f"mixer_{layer}",
@@ -364,8 +370,8 @@ class Facet(nn.Module):
             return h.array
 
         scalars = e3nn.Irreps(f"{cfg.scalar_channels}x0e")
-        out = Convolution(scalars, name=f"conv_{last}")(h, *conv_args)
-        h = residual(name=f"conv_{last}_residual")(h, out)
+        out = Convolution(scalars, name=f"conv_{last}")(h, *conv_args, num_receivers=num_receivers)
+        h = residual(name=f"conv_{last}_residual")(own(h), out)
         out = ScalarMLP(cfg.scalar_mlp_hidden, cfg.scalar_channels, name="scalar_mlp")(h)
         h = residual(name="scalar_mlp_residual")(h, out)
 
@@ -374,7 +380,8 @@ class Facet(nn.Module):
         species_scale = self.param("species_scale", nn.initializers.ones, (num_species,))
         species_shift = self.param("species_shift", nn.initializers.zeros, (num_species,))
         global_scale = self.param("global_scale", nn.initializers.ones, ())
-        return species_shift[species].astype(dtype) + (global_scale * species_scale[species]).astype(dtype) * raw
+        z = own(species)
+        return species_shift[z].astype(dtype) + (global_scale * species_scale[z]).astype(dtype) * raw
 
 
 def feature_irreps(config: FacetConfig) -> e3nn.Irreps:

@@ -26,9 +26,17 @@ from facet.errors import ModelFileError
 ATOMS_SLOT = "@@N@@"
 EDGES_SLOT = "@@E@@"
 COMPILE_OPTIONS_SECTION = "xla_compile_options"
-# No other integer in a Facet program equals these sizes (primes, far from channel counts).
-MARKER_SIZES = ((1009, 20011), (1201, 30011), (1409, 40009))
-CHECK_SIZE = (1601, 50021)
+# Marker sizes per symbol set: no other integer in a Facet program equals them (primes far
+# from channel counts). One more marker than symbols pins each slot's affine form; CHECK_SIZES
+# is the independent size the template must reproduce.
+MARKERS = {
+    ("N", "E"): ((1009, 20011), (1201, 30011), (1409, 40009)),
+    ("O", "G", "E"): ((1009, 1213, 20011), (1201, 1429, 30011), (1409, 1019, 40009), (1601, 1811, 25013)),
+}
+CHECKS = {("N", "E"): (1601, 50021), ("O", "G", "E"): (1823, 1031, 50021)}
+MARKER_SIZES = MARKERS[("N", "E")]
+CHECK_SIZE = CHECKS[("N", "E")]
+STAGE_SYMBOLS = ("O", "G", "E")  # facet.stages: owned nodes, ghost nodes, edges
 
 
 def template_section(platform: str) -> str:
@@ -40,57 +48,87 @@ def stage_template_section(platform: str, name: str) -> str:
     return f"stage_template:{platform}:{name}"
 
 
-def refined_text(exported, n_atoms: int, n_edges: int, platform: str) -> str:
-    """jax's StableHLO text of the program for fixed sizes, shapes refined, no locations."""
+def symbols_of(exported) -> tuple[str, ...]:
+    """The program's shape symbols, as a key of MARKERS."""
+    names = {str(d) for aval in exported.in_avals for d in aval.shape
+             if not isinstance(d, int) and str(d).isidentifier()}  # not expressions such as "O + G"
+    for symbols in MARKERS:
+        if names == set(symbols):
+            return symbols
+    raise ModelFileError(f"no PJRT template for a program with shape symbols {sorted(names)}")
+
+
+def refined_text(exported, *sizes: int, platform: str | None = None) -> str:
+    """jax's StableHLO text of the program for fixed sizes (one per symbol, in symbols_of's
+    order), shapes refined, no locations. ``refined_text(exported, n, e, "cpu")`` for the model."""
     import jax
 
+    if platform is None and isinstance(sizes[-1], str):
+        *sizes, platform = sizes
     try:
         from jax._src.interpreters.mlir import refine_polymorphic_shapes
     except ImportError as e:  # private jax API: say which jax lacks it
         raise ModelFileError(f"jax {jax.__version__} has no shape refinement for PJRT templates ({e}); "
                              "export with --no-pjrt (the Python runtime still works)") from e
     dtype = exported.in_avals[0].dtype
-    sizes = {"N": n_atoms, "E": n_edges}
-    specs = tuple(jax.ShapeDtypeStruct(tuple(d if isinstance(d, int) else sizes[str(d)] for d in aval.shape),
-                                       aval.dtype) for aval in exported.in_avals)
+    values = dict(zip(symbols_of(exported), sizes))
+
+    def concrete(d):
+        if isinstance(d, int):
+            return d
+        return int(eval(str(d), {}, dict(values)))  # a dimension expression such as "O + G"
+
+    specs = tuple(jax.ShapeDtypeStruct(tuple(concrete(d) for d in aval.shape), aval.dtype)
+                  for aval in exported.in_avals)
     with jax.enable_x64(str(dtype) == "float64"):
         lowered = jax.jit(exported.call).trace(*specs).lower(lowering_platforms=(platform,))
         module = refine_polymorphic_shapes(lowered.compiler_ir("stablehlo"))
     return module.operation.get_asm(enable_debug_info=False)
 
 
-def fill(template: str, n_atoms: int, n_edges: int) -> str:
+def fill(template: str, *sizes: int, symbols: tuple[str, ...] = ("N", "E")) -> str:
     """The module of one bucket (what the C++ runtime does, in Python for tests)."""
-    text = template.replace(ATOMS_SLOT, str(n_atoms)).replace(EDGES_SLOT, str(n_edges))
+    values = dict(zip(symbols, sizes))
+    text = template
+    for name, value in values.items():
+        text = text.replace(f"@@{name}@@", str(value))
 
     def affine(match):
-        a, b, c = (int(x) for x in match.group(1).split(","))
-        return str(a * n_atoms + b * n_edges + c)
+        coefficients = [int(x) for x in match.group(1).split(",")]
+        return str(sum(c * v for c, v in zip(coefficients, sizes)) + coefficients[-1])
 
-    return re.sub(r"@@(-?\d+,-?\d+,-?\d+)@@", affine, text)
+    return re.sub(r"@@(-?\d+(?:,-?\d+)+)@@", affine, text)
 
 
-def _slot(values: list[int]) -> str | None:
-    """The slot of an integer that takes these values at MARKER_SIZES (None: not affine in N, E)."""
-    (n1, e1), (n2, e2), (n3, e3) = MARKER_SIZES
-    det = n1 * (e2 - e3) - e1 * (n2 - n3) + (n2 * e3 - n3 * e2)
-    v1, v2, v3 = values
-    a_num = v1 * (e2 - e3) - e1 * (v2 - v3) + (v2 * e3 - v3 * e2)  # Cramer's rule, exactly in integers
-    b_num = n1 * (v2 - v3) - v1 * (n2 - n3) + (n2 * v3 - n3 * v2)
-    c_num = n1 * (e2 * v3 - e3 * v2) - e1 * (n2 * v3 - n3 * v2) + v1 * (n2 * e3 - n3 * e2)
-    if a_num % det or b_num % det or c_num % det:
+def _slot(values: list[int], symbols: tuple[str, ...] = ("N", "E")) -> str | None:
+    """The slot of an integer that takes these values at the symbols' marker sizes (None: not
+    affine in the symbols), solved exactly in rationals."""
+    from fractions import Fraction
+
+    markers = MARKERS[symbols]
+    k = len(symbols) + 1
+    rows = [[Fraction(x) for x in (*m, 1)] + [Fraction(v)] for m, v in zip(markers, values)]
+    for col in range(k):  # Gauss-Jordan elimination on the k x k system
+        pivot = next(r for r in range(col, k) if rows[r][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        rows[col] = [x / rows[col][col] for x in rows[col]]
+        for r in range(k):
+            if r != col and rows[r][col] != 0:
+                rows[r] = [a - rows[r][col] * b for a, b in zip(rows[r], rows[col])]
+    solution = [row[-1] for row in rows]
+    if any(x.denominator != 1 for x in solution):
         return None
-    a, b, c = a_num // det, b_num // det, c_num // det
-    if (a, b, c) == (1, 0, 0):
-        return ATOMS_SLOT
-    if (a, b, c) == (0, 1, 0):
-        return EDGES_SLOT
-    return f"@@{a},{b},{c}@@"
+    coefficients = [int(x) for x in solution]
+    for i, name in enumerate(symbols):
+        if coefficients == [int(j == i) for j in range(k - 1)] + [0]:
+            return f"@@{name}@@"
+    return "@@" + ",".join(str(c) for c in coefficients) + "@@"
 
 
 def make_template(exported, platform: str) -> str:
     """The program's template for one platform; ModelFileError if it cannot be made exactly."""
-    texts = [refined_text(exported, n, e, platform) for n, e in MARKER_SIZES]
+    symbols = symbols_of(exported)
+    texts = [refined_text(exported, *m, platform=platform) for m in MARKERS[symbols]]
     if any("@@" in t for t in texts):
         raise ModelFileError("the program text contains '@@', which marks template slots")
     pieces = [re.split(r"(\d+)", t) for t in texts]
@@ -103,13 +141,14 @@ def make_template(exported, platform: str) -> str:
         values = [p[i] for p in pieces]
         if len(set(values)) == 1:
             continue
-        slot = _slot([int(v) for v in values])
+        slot = _slot([int(v) for v in values], symbols)
         if slot is None:
-            raise ModelFileError(f"a size-dependent integer of the program is not affine in N and E ({values}): "
-                                 "no PJRT template (export with --no-pjrt)")
+            raise ModelFileError(f"a size-dependent integer of the program is not affine in {', '.join(symbols)} "
+                                 f"({values}): no PJRT template (export with --no-pjrt)")
         out[i] = slot
     template = "".join(out)
-    if fill(template, *CHECK_SIZE) != refined_text(exported, *CHECK_SIZE, platform):
+    check = CHECKS[symbols]
+    if fill(template, *check, symbols=symbols) != refined_text(exported, *check, platform=platform):
         raise ModelFileError("the PJRT template does not reproduce jax's lowering at another size "
                              "(export with --no-pjrt)")
     return template

@@ -92,8 +92,10 @@ class ModelRunner:
         self.cache_dir = compilation_cache_dir() if compilation_cache else None
         # The per-layer programs (facet.stages) of a file that has them, loaded on first use.
         stages = header.get("stages") or {}
+        if stages.get("symbols") != "O, G, E":  # only facet.stages' owned/ghost layout
+            stages = {}
         self.feature_size: int = int(stages.get("feature_size") or 0) if self.path else 0
-        self._stage_io = {p["name"]: (p["inputs"][4:], p["outputs"]) for p in stages.get("programs") or []}
+        self._stage_io = {p["name"]: (p["inputs"][5:], p["outputs"]) for p in stages.get("programs") or []}
         self._stage_programs: dict[str, Any] | None = None
         self._stage_executables: dict[tuple[str, int, int], Any] = {}
 
@@ -114,7 +116,7 @@ class ModelRunner:
         around it, and only the larger one if it started above the rung.
         """
         n_pad, e_pad = padded_sizes(n_atoms, n_edges, **self.buckets)
-        compiled = set(self._executables) | {key[1:] for key in self._stage_executables}
+        compiled = set(self._executables)
         if (n_pad, e_pad) in compiled or not compiled:
             return n_pad, e_pad
         s = self.buckets["steps_per_octave"]
@@ -171,11 +173,16 @@ class ModelRunner:
         """The node inputs of stage program ``name``, after the graph inputs (facet.stages)."""
         return list(self._stage_io[name][0])
 
-    def run_stage(self, name: str, edge_vectors, senders, receivers, species, *node_inputs):
-        """Stage program ``name`` of facet.stages on one graph, padded like ``__call__``.
-        node_inputs follow the graph in the program's order (features/cotangent (N, F),
-        energy_mask (N,)); returns its outputs as float64 arrays, unpadded."""
+    def run_stage(self, name: str, edge_vectors, senders, receivers, species, num_owned: int, *node_inputs):
+        """Stage program ``name`` of facet.stages on one graph whose first ``num_owned`` nodes
+        are owned (every receiver among them) and the rest ghosts. node_inputs follow the graph
+        in the program's order: features for all nodes (N, F), cotangent (num_owned, F),
+        energy_mask (num_owned,). Returns its outputs as float64 arrays, unpadded: features and
+        atom_energies for the owned nodes, cotangent for all, dE_dedge (E, 3)."""
         import jax
+
+        from facet.buckets import stage_padded_sizes
+        from facet.stages import rows
 
         if name not in self._stage_io:
             raise ValueError(f"{self.path}: no stage program {name!r} (the file has {sorted(self._stage_io)}); "
@@ -184,28 +191,38 @@ class ModelRunner:
             from facet.modelfile import load_stage_programs
             self._stage_programs = load_stage_programs(self.path)
         inputs, outputs = self._stage_io[name]
+        if len(node_inputs) != len(inputs):
+            raise ValueError(f"stage program {name!r} takes node inputs {inputs}, got {len(node_inputs)} arrays")
         edge_vectors = np.asarray(edge_vectors, dtype=np.float64)
-        n_atoms, n_edges = len(species), len(edge_vectors)
-        n_pad, e_pad = self.bucket_for(n_atoms, n_edges)
+        n_atoms, n_edges, n_owned = len(species), len(edge_vectors), int(num_owned)
+        n_ghosts = n_atoms - n_owned
+        o_pad, g_pad, e_pad = stage_padded_sizes(n_owned, n_ghosts, n_edges, **self.buckets)
+        node = np.arange(n_atoms)
+        node[n_owned:] += o_pad - n_owned  # ghosts after the padded owned block
         dt = self._np_dtype
         ev = np.empty((e_pad, 3), dtype=dt)
         ev[:n_edges] = edge_vectors
         ev[n_edges:] = self._pad_vector
-        snd = np.full(e_pad, n_atoms, dtype=np.int32)
-        snd[:n_edges] = senders
-        rcv = np.full(e_pad, n_atoms, dtype=np.int32)
+        snd = np.full(e_pad, n_owned, dtype=np.int32)  # padding edges: the first padding owned row
+        snd[:n_edges] = node[np.asarray(senders)]
+        rcv = np.full(e_pad, n_owned, dtype=np.int32)
         rcv[:n_edges] = receivers
-        spc = np.zeros(n_pad, dtype=np.int32)
-        spc[:n_atoms] = species
-        args = [ev, snd, rcv, spc]
-        if len(node_inputs) != len(inputs):
-            raise ValueError(f"stage program {name!r} takes node inputs {inputs}, got {len(node_inputs)} arrays")
-        for value in node_inputs:
+        z = np.asarray(species)
+        zo = np.zeros(o_pad, np.int32)
+        zo[:n_owned] = z[:n_owned]
+        zg = np.zeros(g_pad, np.int32)
+        zg[:n_ghosts] = z[n_owned:]
+        args = [ev, snd, rcv, zo, zg]
+        for what, value in zip(inputs, node_inputs):
             value = np.asarray(value, dtype=np.float64)
-            padded = np.zeros((n_pad,) + value.shape[1:], dtype=dt)
-            padded[:n_atoms] = value
+            if rows(what, "inputs") == "all":
+                padded = np.zeros((o_pad + g_pad,) + value.shape[1:], dtype=dt)
+                padded[node] = value
+            else:
+                padded = np.zeros((o_pad,) + value.shape[1:], dtype=dt)
+                padded[:n_owned] = value[:n_owned]
             args.append(padded)
-        key = (name, n_pad, e_pad)
+        key = (name, o_pad, g_pad, e_pad)
         exe = self._stage_executables.get(key)
         with jax.enable_x64(self._x64):
             if exe is None:
@@ -218,8 +235,12 @@ class ModelRunner:
                 self._stage_executables[key] = exe
             result = exe(*args)
             result = (result,) if len(outputs) == 1 else result
-        return tuple(np.asarray(r)[:n_edges if what == "dE_dedge" else n_atoms].astype(np.float64)
-                     for what, r in zip(outputs, result))
+        out = []
+        for what, r in zip(outputs, result):
+            r = np.asarray(r).astype(np.float64)
+            out.append(r[:n_edges] if what == "dE_dedge" else r[node] if rows(what, "outputs") == "all"
+                       else r[:n_owned])
+        return tuple(out)
 
     # -- evaluation ---------------------------------------------------------
 

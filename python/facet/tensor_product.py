@@ -78,7 +78,8 @@ def _path_plan(irreps_in: str, irreps_sh: str, filter_ir_out: tuple[str, ...]):
 
 
 def weighted_message_sum(x: e3nn.IrrepsArray, senders: jax.Array, receivers: jax.Array, sh: e3nn.IrrepsArray,
-                         radial: jax.Array, kernel: jax.Array, filter_ir_out) -> e3nn.IrrepsArray:
+                         radial: jax.Array, kernel: jax.Array, filter_ir_out,
+                         num_receivers=None) -> e3nn.IrrepsArray:
     """sum over edges e into each node of w[e] * (x[senders[e]] (x) sh[e]), w = radial @ kernel.
 
     Equal to scatter_sum(e3nn.tensor_product(x[senders], sh, filter_ir_out) * (radial @ kernel),
@@ -88,11 +89,13 @@ def weighted_message_sum(x: e3nn.IrrepsArray, senders: jax.Array, receivers: jax
     by padding every slice back to full size), then one fused multiply-and-sum
     over its input components and a scatter-add. Every intermediate stays in a
     layout XLA:CPU handles well, in the forward pass and in both derivatives.
+    The sums are over the first num_receivers nodes (default all: the multi-rank
+    stages compute the atoms a rank owns only).
     """
     x = x.regroup()
     filter_ir_out = tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out)
     irreps_out, paths = _path_plan(str(x.irreps), str(sh.irreps), filter_ir_out)
-    num_nodes = x.shape[0]
+    num_nodes = x.shape[0] if num_receivers is None else num_receivers
     num_edges = sh.shape[0]
     gathered = [None if chunk is None else chunk[senders] for chunk in x.chunks]  # (E, U, i) per block
     pieces = []
@@ -113,7 +116,8 @@ def weighted_message_sum(x: e3nn.IrrepsArray, senders: jax.Array, receivers: jax
 
 
 def species_message_sum(table: jax.Array, species: jax.Array, senders: jax.Array, receivers: jax.Array,
-                        sh: e3nn.IrrepsArray, radial: jax.Array, kernel: jax.Array, filter_ir_out) -> e3nn.IrrepsArray:
+                        sh: e3nn.IrrepsArray, radial: jax.Array, kernel: jax.Array, filter_ir_out,
+                        num_receivers=None) -> e3nn.IrrepsArray:
     """weighted_message_sum for a first layer whose features are species embeddings.
 
     When x[s] = table[species[s]] (scalars only, no angular part), every message is
@@ -129,7 +133,7 @@ def species_message_sum(table: jax.Array, species: jax.Array, senders: jax.Array
     filter_ir_out = tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out)
     num_species, channels = table.shape
     irreps_out, paths = _path_plan(f"{channels}x0e", str(sh.irreps), filter_ir_out)
-    num_nodes = species.shape[0]
+    num_nodes = species.shape[0] if num_receivers is None else num_receivers
     num_basis = radial.shape[1]
     slot = receivers * num_species + species[senders]  # (node, sender species) of each edge
     pieces = []
