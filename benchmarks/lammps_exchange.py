@@ -9,8 +9,9 @@ shell (issue #13).
   (and the 1 M-atom projection's 64- and 512-rank subdomains): owned atoms, ghost atoms
   (LAMMPS's ghost region: the subdomain grown by the ghost cutoff on each side), the
   nodes each rank computes and its edges, for both modes. Exchange: ghosts out to
-  r_max + skin, edges into owned atoms only. Ghost shell: ghosts out to L x r_max + skin,
-  edges into every node. Bytes per step: both modes send positions forward and forces
+  r_max + skin that only send (a rank computes its owned atoms' rows), edges into owned
+  atoms only. Ghost shell: ghosts out to L x r_max + skin, every node computed, edges into
+  every node. Bytes per step: both modes send positions forward and forces
   back (3 doubles per ghost each); the exchange adds L - 1 feature rows forward and
   their cotangents back (feature_size doubles per ghost each).
 * Step time: `mpirun -np P lmp` (one thread per rank) on a Si diamond supercell of about each size, the shipped
@@ -80,8 +81,9 @@ def subdomain_counts(atoms_per_rank: int, r_max: float, layers: int, feature_siz
             edges = 2 * len(pairs)
             nbytes = 8 * (int(region.sum()) - owned) * (3 + 3)
             messages = SWAPS * 2
+        computed = owned if mode == "exchange" else int(region.sum())  # exchange: ghosts only send
         out[mode] = {"ghost_cutoff_A": shell, "owned": owned, "ghosts": int(region.sum()) - owned,
-                     "nodes": int(region.sum()), "edges": edges, "bytes_per_step": nbytes, "messages": messages}
+                     "nodes": computed, "edges": edges, "bytes_per_step": nbytes, "messages": messages}
     return out
 
 
@@ -139,9 +141,9 @@ run {steps} pre no post no
     log = (work / "log.lammps").read_text() if (work / "log.lammps").exists() else ""
     if proc.returncode != 0:
         text = proc.stdout + proc.stderr
-        if "signal 9" in text or proc.returncode in (-9, 137):  # the kernel's out-of-memory killer
+        if "signal 9" in text or proc.returncode in (-9, 137) or "Out of memory" in text + log:  # OOM killer, XLA
             mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-            return {"failed": f"killed (out of memory: {mem:.0f} GiB for {ranks} rank(s))"}
+            return {"failed": f"out of memory ({mem:.0f} GiB machine)"}
         raise SystemExit(f"{mode} on {ranks} ranks failed:\n{text[-2000:]}{log[-2000:]}")
     loops = re.findall(r"Loop time of (\S+) on (\d+) procs for (\d+) steps", log)
     seconds, procs, n = float(loops[-1][0]), int(loops[-1][1]), int(loops[-1][2])
@@ -168,6 +170,9 @@ def main(argv=None):
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--counts-only", action="store_true")
+    p.add_argument("--resume", action="store_true", help="keep the rows of an interrupted run (same --out)")
+    p.add_argument("--report-only", action="store_true",
+                   help="recount, and rewrite the report with the step times in --out's lammps_exchange.json")
     p.add_argument("--out", default=str(HERE / "out"))
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -180,16 +185,25 @@ def main(argv=None):
         c = report["counts"][-1]
         print(f"{n} atoms/rank: exchange {c['exchange']['nodes']} nodes {c['exchange']['edges']} edges; "
               f"ghost shell {c['ghost']['nodes']} nodes {c['ghost']['edges']} edges", flush=True)
-    if not args.counts_only:
+    if args.report_only:
+        report["steps"] = json.loads((out / "lammps_exchange.json").read_text())["steps"]
+    elif not args.counts_only:
+        partial = out / "lammps_exchange.partial.json"  # every row as it is measured: --resume continues
+        if args.resume and partial.exists():
+            report["steps"] = json.loads(partial.read_text())
+        done = {(r["atoms"], r["ranks"], r["mode"]) for r in report["steps"]}
         with tempfile.TemporaryDirectory() as tmp:
             for size in (int(s) for s in args.sizes.split(",")):
                 data, n_atoms = si_data(size, Path(tmp))
                 for ranks in (int(r) for r in args.ranks.split(",")):
-                    for mode in (("serial",) if ranks == 1 else ("exchange", "ghost")):
+                    for mode in (("serial", "exchange") if ranks == 1 else ("exchange", "ghost")):
+                        if (n_atoms, ranks, mode) in done:
+                            continue
                         row = {"atoms": n_atoms, "ranks": ranks, "mode": mode,
                                **timed_run(args.model, data, ranks, mode, args.steps, layers, r_max,
                                            Path(tmp) / f"{n_atoms}-{ranks}-{mode}")}
                         report["steps"].append(row)
+                        partial.write_text(json.dumps(report["steps"], indent=1))
                         print(f"{n_atoms} atoms, {ranks} ranks, {mode}: " + (row.get("failed") or
                               f"{row['seconds_per_step']:.2f} s/step, {row['ghosts_ave']:.0f} ghosts per rank"),
                               flush=True)
@@ -245,7 +259,8 @@ def write_report(report, out: Path, steps: int):
                       f"{m['edges']:,} | {m['bytes_per_step'] / 1e6:.2f} MB | {m['ghosts'] / m['owned']:.2f} |")
     md += ["", "Bytes per step: positions forward and forces back (3 doubles per ghost each) in both modes; the "
            f"exchange adds {L - 1} feature rows forward and {L - 1} cotangent rows back ({F} doubles per ghost each).",
-           "It moves more bytes per ghost and has far fewer ghosts; its nodes and edges are what a rank computes."]
+           "It moves more bytes per ghost and has far fewer ghosts. Computed nodes: the rows a rank's layers "
+           "compute (exchange: its owned atoms; ghost shell: owned and ghost atoms)."]
     if report["steps"]:
         md += ["", f"## Measured step time (LAMMPS loop time of `run {steps}` after `run 0`, s per step)", "",
                "| atoms | ranks | serial (folded) | exchange | ghost shell | ghost / exchange | "
@@ -255,10 +270,12 @@ def write_report(report, out: Path, steps: int):
             s, e, g = (by.get((atoms, ranks, m)) for m in ("serial", "exchange", "ghost"))
             both = e and g and "failed" not in e and "failed" not in g
             ratio = f"{g['seconds_per_step'] / e['seconds_per_step']:.2f}" if both else ""
-            ghosts = f"{e.get('ghosts_ave', 0):.0f} / {g.get('ghosts_ave', 0):.0f}" if e and g else ""
+            ghosts = " / ".join("–" if r is None or "failed" in r else f"{r['ghosts_ave']:.0f}" for r in (e, g))
             md.append(f"| {atoms:,} | {ranks} | {seconds(s)} | {seconds(e)} | {seconds(g)} | {ratio} | {ghosts} |")
-        md += ["", f"This machine has {os.cpu_count()} cores: more ranks than cores share them (MPICH's waiting "
-               "ranks spin), which slows both modes alike."]
+        md += ["", f"This machine has {os.cpu_count()} virtual cores; every rank runs one thread. On one rank "
+               "the exchange column is `graph exchange` on one rank: the cost of running the model layer by layer "
+               "(each backward program recomputes its layer) against the one fused program. More ranks than cores "
+               "share them (MPICH's waiting ranks spin), which slows both modes alike."]
         proj = projection(report)
         if proj and "exchange" in proj[0]:
             md += ["", "## Projection: 1 M atoms", "",

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.float64  # compared against independent references at 1
 def model_file(tiny_model, tmp_path_factory):
     cfg, _, params = tiny_model  # conftest: tiny Facet, random weights, layer scales perturbed
     path = tmp_path_factory.mktemp("calc") / "tiny64.hlo"
-    export.export_model(cfg, params, path, dtype="float64")
+    export.export_model(cfg, params, path, dtype="float64", stages=False)
     return path
 
 
@@ -227,7 +227,7 @@ def test_facet_s_md_compiles_once(tmp_path):
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: x + 0.5 * rng.normal(size=x.shape).astype(x.dtype)
         if "layer_scale" in jax.tree_util.keystr(p) else x, params)
-    export.export_model(cfg, params, tmp_path / "facet_s.hlo", dtype="float32")
+    export.export_model(cfg, params, tmp_path / "facet_s.hlo", dtype="float32", stages=False)
     calc = FacetCalculator(tmp_path / "facet_s.hlo")
     atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
     atoms.numbers[::4] = 8

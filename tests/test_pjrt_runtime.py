@@ -22,7 +22,7 @@ pytestmark = pytest.mark.float64  # compared against independent references at 1
 def model_file(tiny_model, tmp_path_factory):
     cfg, _, params = tiny_model
     path = tmp_path_factory.mktemp("pjrt") / "tiny64.hlo"
-    export.export_model(cfg, params, path, dtype="float64")
+    export.export_model(cfg, params, path, dtype="float64", stages=False)
     return path
 
 

@@ -12,6 +12,9 @@ gives exactly the module jax would lower for that bucket. The export checks this
 jax's own lowering at a fourth size, and refuses to write a template that does not
 reproduce it.
 
+Stage programs (facet.stages) have three symbols, O owned atoms, G ghost atoms and E
+edges: their slots are @@O@@, @@G@@, @@E@@ and "@@a,b,c,d@@" for a*O + b*G + c*E + d.
+
 Stored per platform in the model file (section ``stablehlo_template:PLATFORM``, UTF-8
 MLIR text), with XLA compile options (section ``xla_compile_options``, a serialized
 ``CompileOptionsProto``). See export/README.md, "Sections".
