@@ -53,6 +53,7 @@ def test_stage_programs_compose_to_the_model(tiny_model, programs):
     assert programs["forward_0"](vec, s, r, z[:40], z[40:]).shape == (40, stages.feature_size(cfg))
 
 
+@pytest.mark.slow  # the LAMMPS runs of tests/test_lammps_exchange.py check the same end to end
 def test_simulated_ranks_with_feature_exchange_match_serial(tiny_model, programs):
     """Three 'ranks' own slabs of a periodic triclinic cell; each sees only ghost images
     within one cutoff, computes messages for its own atoms, and exchanges features and
