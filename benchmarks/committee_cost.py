@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             paths.append(tmp / f"m{k}.ckpt")
         committee.export_committee(paths, tmp / "committee.hlo", dtype="float32")
         cfg, params, _ = checkpoint.load_for_inference(paths[0])
-        export.export_model(cfg, params, tmp / "single.hlo", dtype="float32")
+        export.export_model(cfg, params, tmp / "single.hlo", dtype="float32", stages=False)
         models = {"committee": _pjrt.Model(str(tmp / "committee.hlo")), "single": _pjrt.Model(str(tmp / "single.hlo"))}
         if args.vmap:
             looped, committee.committee_function = committee.committee_function, vmapped_committee_function
