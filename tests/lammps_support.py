@@ -365,6 +365,13 @@ STRUCTURES = {
 }
 
 
+# Energies and virials that runs compare: per-atom energy and virial, their sums, the virial pressure.
+OBSERVABLES = """compute peatom all pe/atom
+compute satom all stress/atom NULL virial
+compute sums all reduce sum c_peatom c_satom[1] c_satom[2] c_satom[3] c_satom[4] c_satom[5] c_satom[6]
+compute pv all pressure NULL virial"""
+
+
 def lammps_types(atoms, type_elements):
     return [type_elements.index(s) + 1 for s in atoms.get_chemical_symbols()]
 

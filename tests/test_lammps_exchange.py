@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 from ase.build import bulk
-from lammps_support import cluster, plugin_path, run_lmp, sio_triclinic, write_lammps_data
+from lammps_support import OBSERVABLES, cluster, plugin_path, run_lmp, sio_triclinic, write_lammps_data
 from test_lammps_mpi import parse_dump, parse_thermo
 
 pytestmark = [pytest.mark.mpi, pytest.mark.float64]
@@ -82,10 +82,7 @@ neighbor {SKIN} bin
 velocity all create {temperature} 4928459 loop geom
 fix 1 all nve
 timestep 0.001
-compute peatom all pe/atom
-compute satom all stress/atom NULL virial
-compute sums all reduce sum c_peatom c_satom[1] c_satom[2] c_satom[3] c_satom[4] c_satom[5] c_satom[6]
-compute pv all pressure NULL virial
+{OBSERVABLES}
 compute pemax all reduce max c_peatom
 compute pemin all reduce min c_peatom
 thermo_style custom step pe ke etotal press c_sums[1] c_sums[2] c_sums[3] c_sums[4] c_sums[5] c_sums[6] &

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pytest
 from lammps_support import (
+    OBSERVABLES,
     StandInConfig,
     cluster,
     plugin_path,
@@ -50,10 +51,7 @@ comm_modify cutoff {COMM_CUTOFF}
 velocity all create 900 4928459 loop geom
 fix 1 all nve
 timestep 0.002
-compute peatom all pe/atom
-compute satom all stress/atom NULL virial
-compute sums all reduce sum c_peatom c_satom[1] c_satom[2] c_satom[3] c_satom[4] c_satom[5] c_satom[6]
-compute pv all pressure NULL virial
+{OBSERVABLES}
 thermo_style custom step pe ke etotal press c_sums[1] c_sums[2] c_sums[3] c_sums[4] c_sums[5] c_sums[6] &
     c_sums[7] c_pv[1] c_pv[2] c_pv[3] c_pv[4] c_pv[5] c_pv[6] vol
 thermo_modify format float %.17g
