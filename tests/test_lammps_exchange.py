@@ -134,6 +134,7 @@ def test_two_three_and_four_ranks_reproduce_serial(tmp_path, network):
         print(f"{np_} ranks, newton {newton}: max |dF|, |d pe/atom| {diff:.1e}")
 
 
+@pytest.mark.slow  # the ghost-shell mode's version (tests/test_lammps_mpi.py) stays in the default suite
 def test_rank_without_atoms(tmp_path, network):
     """A cluster cut by the rank 0 | rank 1 boundary of a non-periodic box split in three
     along x: rank 2 owns no atom but has ghosts, and takes part in every exchange."""
@@ -168,6 +169,7 @@ def network_5a(tmp_path_factory):
     return network_file(tmp_path_factory.mktemp("exchange5"), graph_cutoff=5.5, r_max=5.0, seed=1)
 
 
+@pytest.mark.slow  # a second network to export and compile
 def test_small_skewed_cell_finishes_on_two_and_four_ranks(tmp_path, network_5a):
     """The issue's case: a 54-atom skewed fcc alloy cell, a 5 A cutoff and 3 layers. With a
     3 x 5 + 1 A ghost shell it did not finish run 0 in 10 minutes on 2 ranks; with the
