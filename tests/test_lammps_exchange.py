@@ -136,16 +136,18 @@ def test_two_three_and_four_ranks_reproduce_serial(tmp_path, network):
 
 @pytest.mark.slow  # the ghost-shell mode's version (tests/test_lammps_mpi.py) stays in the default suite
 def test_rank_without_atoms(tmp_path, network):
-    """A cluster cut by the rank 0 | rank 1 boundary of a non-periodic box split in three
-    along x: rank 2 owns no atom but has ghosts, and takes part in every exchange."""
+    """A cluster in a non-periodic box split along x into 2, 3, 4 and 8 slabs: from 3 ranks on,
+    some ranks own no atom (some have ghosts) and take part in every exchange."""
     atoms = cluster(seed=11, n=20)
     atoms.positions -= atoms.positions.mean(axis=0)
     box = ([-12.0, -15.0, -15.0], [24.0, 15.0, 15.0])
     serial = run_md(tmp_path, atoms, network, 1, boundary="f f f", box=box)
-    for newton in ("on", "off"):
-        multi = run_md(tmp_path, atoms, network, 3, boundary="f f f", box=box, processors="3 1 1", newton=newton)
+    for np_, newton in ((2, "off"), (3, "on"), (3, "off"), (4, "on"), (8, "off")):
+        multi = run_md(tmp_path, atoms, network, np_, boundary="f f f", box=box, processors=f"{np_} 1 1",
+                       newton=newton, tag=f"x{np_}")
         nlocal = re.search(r"Nlocal:\s+(\S+) ave\s+(\S+) max\s+(\S+) min", multi[2])
-        assert nlocal and float(nlocal.group(3)) == 0.0, "expected a rank with no atoms"
+        if np_ > 2:
+            assert nlocal and float(nlocal.group(3)) == 0.0, "expected a rank with no atoms"
         compare(serial, multi)
 
 
@@ -170,13 +172,13 @@ def network_5a(tmp_path_factory):
 
 
 @pytest.mark.slow  # a second network to export and compile
-def test_small_skewed_cell_finishes_on_two_and_four_ranks(tmp_path, network_5a):
+def test_small_skewed_cell_finishes_on_two_to_eight_ranks(tmp_path, network_5a):
     """The issue's case: a 54-atom skewed fcc alloy cell, a 5 A cutoff and 3 layers. With a
     3 x 5 + 1 A ghost shell it did not finish run 0 in 10 minutes on 2 ranks; with the
     exchange each rank holds one cutoff + skin of ghosts."""
     atoms = skewed_fcc_alloy()
     serial = run_md(tmp_path, atoms, network_5a, 1, temperature=300)
-    for np_, newton in ((2, "on"), (4, "off")):
+    for np_, newton in ((2, "on"), (3, "off"), (4, "off"), (8, "on")):
         multi = run_md(tmp_path, atoms, network_5a, np_, newton=newton, temperature=300)
         compare(serial, multi)
         # ghosts out to LAMMPS's own neighbour cutoff: r_max + skin, not 3 x r_max + skin
