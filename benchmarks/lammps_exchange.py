@@ -1,7 +1,7 @@
 """pair_style facet on several MPI ranks: the feature exchange against the L x cutoff ghost
 shell (issue #13).
 
-    python benchmarks/lammps_exchange.py [--model export/facet-small-si.hlo]
+    python benchmarks/lammps_exchange.py [--model benchmarks/out/models/facet-small-si.hlo]
         [--sizes 1000,4096,16384] [--ranks 1,2,4] [--steps 2] [--out benchmarks/out]
     python benchmarks/lammps_exchange.py --counts-only
 
@@ -159,13 +159,16 @@ def model_facts(model: str) -> tuple[float, int, int]:
     header = modelfile.read_header(model)
     stages = header.get("stages") or {}
     if not stages:
-        raise SystemExit(f"{model} has no stage programs: re-export it with `python -m facet.export`")
+        raise SystemExit(f"{model} has no stage programs: re-export its checkpoint with `python -m facet.export` "
+                         "(benchmarks/run.py --steps export does)")
     return float(header["cutoff"]), int(header["num_layers"]), int(stages["feature_size"])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(ROOT / "export" / "facet-small-si.hlo"))
+    # run.py's export of the Si model (`run.py --steps train,export`): the shipped weights with
+    # their per-layer programs (the shipped file leaves them out to stay small)
+    p.add_argument("--model", default=str(HERE / "out" / "models" / "facet-small-si.hlo"))
     p.add_argument("--sizes", default="1000,4096,16384")
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--steps", type=int, default=2)
