@@ -502,8 +502,7 @@ void PairFacet::compute_by_layers(bool any_owned, std::string &failure)
   stage_grad.assign(3 * static_cast<size_t>(nedges), 0.0);
   for (int k = model_layers - 2; k >= 0; k--) {
     exchange_rows = cotangent.data();
-    comm->reverse_comm(this);
-    std::fill(cotangent.begin() + nlocal * width, cotangent.end(), 0.0);    // summed into their owners
+    comm->reverse_comm(this);    // the backward programs read the owned rows only
     if (k == 0) {
       run("backward_0", {cotangent.data()}, {stage_grad.data()});
     } else {

@@ -622,11 +622,12 @@ void PjrtModel::run_stage(const std::string &name, const double *edge_vectors, c
   for (size_t k = 0; k < node_inputs.size(); ++k) {
     const std::string &what = program.inputs[k];
     const double *src = node_inputs[k];
-    if (what == "features") {  // every node
-      std::vector<double> padded(size_t((o_pad + g_pad) * width), 0.0);
-      for (long i = 0; i < n_atoms; ++i)
-        std::copy(src + i * width, src + (i + 1) * width, padded.begin() + row(i) * width);
-      store_as(in_nodes_[k], f64, padded.size(), [&](size_t i) { return padded[i]; });
+    if (what == "features") {  // every node: padded row r holds node r (owned) or r - shift (ghost)
+      store_as(in_nodes_[k], f64, size_t((o_pad + g_pad) * width), [&](size_t i) {
+        const long r = long(i) / width, node = r < o_pad ? r : r - shift;
+        const bool real = r < o_pad ? r < n_owned : node < n_atoms;
+        return real ? src[node * width + long(i) % width] : 0.0;
+      });
       inputs.push_back({in_nodes_[k].data(), ftype, {o_pad + g_pad, width}});
     } else {  // the owned nodes: cotangent (width) or energy_mask (1)
       const long w = what == "cotangent" ? width : 1;

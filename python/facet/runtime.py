@@ -169,6 +169,18 @@ class ModelRunner:
         return n_pad, e_pad
 
     # -- the per-layer programs (several MPI ranks exchange features between them) --
+    def _padded_edges(self, edge_vectors, senders, receivers, e_pad: int, pad_node: int):
+        """Edge arrays padded to e_pad: padding edges longer than the cutoff, on node pad_node."""
+        n_edges = len(edge_vectors)
+        ev = np.empty((e_pad, 3), dtype=self._np_dtype)
+        ev[:n_edges] = edge_vectors
+        ev[n_edges:] = self._pad_vector
+        snd = np.full(e_pad, pad_node, dtype=np.int32)
+        snd[:n_edges] = senders
+        rcv = np.full(e_pad, pad_node, dtype=np.int32)
+        rcv[:n_edges] = receivers
+        return ev, snd, rcv
+
     def stage_inputs(self, name: str) -> list[str]:
         """The node inputs of stage program ``name``, after the graph inputs (facet.stages)."""
         return list(self._stage_io[name][0])
@@ -200,13 +212,8 @@ class ModelRunner:
         node = np.arange(n_atoms)
         node[n_owned:] += o_pad - n_owned  # ghosts after the padded owned block
         dt = self._np_dtype
-        ev = np.empty((e_pad, 3), dtype=dt)
-        ev[:n_edges] = edge_vectors
-        ev[n_edges:] = self._pad_vector
-        snd = np.full(e_pad, n_owned, dtype=np.int32)  # padding edges: the first padding owned row
-        snd[:n_edges] = node[np.asarray(senders)]
-        rcv = np.full(e_pad, n_owned, dtype=np.int32)
-        rcv[:n_edges] = receivers
+        # padding edges on the first padding owned row
+        ev, snd, rcv = self._padded_edges(edge_vectors, node[np.asarray(senders)], receivers, e_pad, n_owned)
         z = np.asarray(species)
         zo = np.zeros(o_pad, np.int32)
         zo[:n_owned] = z[:n_owned]
@@ -280,14 +287,7 @@ class ModelRunner:
         n_edges = edge_vectors.shape[0]
         n_pad, e_pad = self.bucket_for(n_atoms, n_edges)
         dt = self._np_dtype
-
-        ev = np.empty((e_pad, 3), dtype=dt)
-        ev[:n_edges] = edge_vectors
-        ev[n_edges:] = self._pad_vector
-        snd = np.full(e_pad, n_atoms, dtype=np.int32)  # atom n_atoms is always a padding atom
-        snd[:n_edges] = senders
-        rcv = np.full(e_pad, n_atoms, dtype=np.int32)
-        rcv[:n_edges] = receivers
+        ev, snd, rcv = self._padded_edges(edge_vectors, senders, receivers, e_pad, n_atoms)  # a padding atom
         spc = np.zeros(n_pad, dtype=np.int32)
         spc[:n_atoms] = species
         msk = np.zeros(n_pad, dtype=dt)
