@@ -14,7 +14,7 @@ import pytest
 
 from facet import data as fdata
 from facet import graph as fgraph
-from facet import losses, train
+from facet import losses, model, train
 from facet.config import TrainConfig, apply_override, load_config
 
 TINY = [
@@ -183,6 +183,39 @@ def test_readout_initialisation_recovers_species_energies():
     np.testing.assert_allclose(shift, true_shift, atol=1e-10)
     rms = np.sqrt(np.mean(np.concatenate([g.forces.ravel() for g in graphs]) ** 2))
     assert scale == pytest.approx(rms)
+
+
+def test_species_shift_correction_solves_least_squares_on_composition():
+    """Varied compositions recover per-species energies; a single composition (liquid
+    water) fixes only the total, spread over the species in proportion to their counts."""
+    counts = np.array([[2.0, 1.0], [1.0, 3.0], [4.0, 0.0]])
+    np.testing.assert_allclose(train.species_shift_correction(counts, counts @ [0.3, -0.2]), [0.3, -0.2],
+                               atol=1e-12)
+    water = np.array([[64.0, 128.0]] * 5)
+    delta = train.species_shift_correction(water, np.full(5, 1.92))
+    np.testing.assert_allclose(water @ delta, 1.92, rtol=1e-12)
+    np.testing.assert_allclose(delta / np.linalg.norm(delta), water[0] / np.linalg.norm(water[0]), rtol=1e-12)
+
+
+def test_species_shift_refit_removes_an_energy_offset_and_keeps_forces(small_data, tmp_path):
+    """Shift the species energies of an untrained model by a known amount: the refit
+    gives it back on every training structure's total energy, and forces do not move."""
+    t = make_trainer(small_data, tmp_path)
+    t.refit_species_shift()  # the offset of the untrained network itself
+    before = t.evaluate(t.valid_loader)
+    delta = np.array([0.05, -0.03])  # eV per atom of each element
+    inner = t.ema_params["params"]
+    t.ema_params = jax.device_put(
+        model.set_readout(t.ema_params, np.asarray(inner["species_shift"]) + delta, np.asarray(inner["global_scale"])))
+    shifted = t.evaluate(t.valid_loader)
+    correction = t.refit_species_shift()
+    after = t.evaluate(t.valid_loader)
+    counts = np.array([np.bincount(g.species, minlength=2) for g in t.refit_structures()])
+    # float32 shifts of ~-100 eV hold about 1e-5 eV each.
+    np.testing.assert_allclose(counts @ (correction + delta), 0.0, atol=1e-3 * counts.sum(axis=1).max())
+    assert shifted["energy_mae_mev_atom"] > before["energy_mae_mev_atom"] + 20.0
+    assert after["energy_mae_mev_atom"] == pytest.approx(before["energy_mae_mev_atom"], abs=0.05)
+    assert after["force_mae_mev_A"] == pytest.approx(before["force_mae_mev_A"], rel=1e-6)
 
 
 def test_mae_loss_is_the_weighted_mean_absolute_error():

@@ -96,6 +96,10 @@ class TrainConfig:
     # in the energies of the few low-energy structures). 0 = no final stage.
     final_stage_fraction: float = 0.0
     final_stage_energy_weight: float = 10.0
+    # At the end of a run, refit the species shifts (exactly, by least squares of the
+    # training energies' residuals on composition): training leaves a per-atom energy
+    # offset that the small energy weight removes only slowly. Forces do not change.
+    refit_species_shift: bool = True
     # "prodigy" (optax.contrib, sets its own step size), "adam" (AdamW) or "muon"
     # (optax.contrib.muon: Muon for matrices, Adam for the rest). learning_rate is
     # Adam's and Muon's step size and multiplies Prodigy's own estimate (keep 1.0).

@@ -16,16 +16,30 @@ import optax
 from facet import model
 
 
+def batch_edge_vectors(batch, graph_cutoff: float):
+    """Edge vectors (E, 3) of a padded GraphBatch; padding edges get a vector beyond the
+    cutoff, which the envelope zeroes exactly."""
+    edge_graph = batch.node_graph[batch.receivers]
+    vectors = (batch.positions[batch.senders] - batch.positions[batch.receivers]
+               + jnp.einsum("ei,eij->ej", batch.edge_shifts, batch.cell[edge_graph]))
+    far = jnp.asarray([2.0 * graph_cutoff, 0.0, 0.0], vectors.dtype)
+    return jnp.where(batch.edge_mask[:, None], vectors, far)
+
+
+def predict_energy(module, params, batch, graph_cutoff: float):
+    """Energies (G,) of a padded GraphBatch, without the derivatives (a third of predict's cost)."""
+    vectors = batch_edge_vectors(batch, graph_cutoff)
+    atom_energies = module.apply(params, vectors, batch.senders, batch.receivers, batch.species)
+    mask = batch.node_mask.astype(vectors.dtype)
+    return jax.ops.segment_sum(atom_energies * mask, batch.node_graph, batch.cell.shape[0])
+
+
 def predict(module, params, batch, graph_cutoff: float):
     """Energies (G,), forces (N, 3) and stress (G, 3, 3) of a padded GraphBatch."""
     num_nodes = batch.species.shape[0]
     num_graphs = batch.cell.shape[0]
     edge_graph = batch.node_graph[batch.receivers]
-    vectors = (batch.positions[batch.senders] - batch.positions[batch.receivers]
-               + jnp.einsum("ei,eij->ej", batch.edge_shifts, batch.cell[edge_graph]))
-    # Padding edges get a vector beyond the cutoff: the envelope zeroes them exactly.
-    far = jnp.asarray([2.0 * graph_cutoff, 0.0, 0.0], vectors.dtype)
-    vectors = jnp.where(batch.edge_mask[:, None], vectors, far)
+    vectors = batch_edge_vectors(batch, graph_cutoff)
     mask = batch.node_mask.astype(vectors.dtype)
     atom_energies, grads = model.energy_and_edge_gradients(
         module, params, vectors, batch.senders, batch.receivers, batch.species, mask)
