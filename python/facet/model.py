@@ -195,23 +195,30 @@ def s2_grid_matrices(lmax: int, res_beta: int, res_alpha: int,
 
     Both transforms are linear, so sampling them once on the identity gives the
     exact same map as calling them, and lets the mixer run as two matmuls.
-    Computed once, eagerly, in float64. e3nn's SOFT quadrature weights pass through a NaN
+    Computed once, in float64. e3nn's SOFT quadrature weights pass through a NaN
     that it then discards, so jax's NaN checks (if the caller has them on) stay off here."""
-    with jax.ensure_compile_time_eval(), jax.enable_x64(True), jax.debug_nans(False):
+    with jax.enable_x64(True), jax.debug_nans(False):
         return _s2_grid_matrices(lmax, res_beta, res_alpha, quadrature)
 
 
 def _s2_grid_matrices(lmax, res_beta, res_alpha, quadrature):
     irreps = e3nn.s2_irreps(lmax, p_val=1, p_arg=-1)
-    eye = e3nn.IrrepsArray(irreps, np.eye(irreps.dim))
-    grid = e3nn.to_s2grid(eye, res_beta, res_alpha, quadrature=quadrature, fft=False, p_val=1, p_arg=-1)
-    to_grid = np.asarray(grid.grid_values).reshape(irreps.dim, res_beta * res_alpha)
     npts = res_beta * res_alpha
-    signals = e3nn.SphericalSignal(
-        np.eye(npts).reshape(npts, res_beta, res_alpha), quadrature=quadrature, p_val=1, p_arg=-1
-    )
-    from_grid = np.asarray(e3nn.from_s2grid(signals, irreps, fft=False).array)
-    return to_grid.astype(np.float64), from_grid.astype(np.float64)
+
+    def transforms():
+        eye = e3nn.IrrepsArray(irreps, np.eye(irreps.dim))
+        grid = e3nn.to_s2grid(eye, res_beta, res_alpha, quadrature=quadrature, fft=False, p_val=1, p_arg=-1)
+        signals = e3nn.SphericalSignal(
+            np.eye(npts).reshape(npts, res_beta, res_alpha), quadrature=quadrature, p_val=1, p_arg=-1
+        )
+        return grid.grid_values, e3nn.from_s2grid(signals, irreps, fft=False).array
+
+    # One compiled program, run at once even inside a model being traced: op by op (as
+    # under ensure_compile_time_eval) the transforms compile a hundred small programs,
+    # about 15 s of every process's start.
+    to_grid, from_grid = jax.jit(transforms).lower().compile()()
+    to_grid = np.asarray(to_grid).reshape(irreps.dim, npts)
+    return to_grid.astype(np.float64), np.asarray(from_grid).astype(np.float64)
 
 
 class S2MLPMixer(nn.Module):

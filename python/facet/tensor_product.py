@@ -28,20 +28,22 @@ def _coefficients(ir_in: str, irreps_sh: str, filter_ir_out: tuple[str, ...]):
     its coefficients exactly (normalisation included)."""
     ir = e3nn.Irrep(ir_in)
     sh = e3nn.Irreps(irreps_sh)
-    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+    def product():
         x = e3nn.IrrepsArray(e3nn.Irreps([(1, ir)]),
                              np.broadcast_to(np.eye(ir.dim)[:, None, :], (ir.dim, sh.dim, ir.dim)))
         y = e3nn.IrrepsArray(sh, np.broadcast_to(np.eye(sh.dim)[None], (ir.dim, sh.dim, sh.dim)))
-        out = e3nn.tensor_product(x, y, filter_ir_out=list(filter_ir_out))
+        return e3nn.tensor_product(x, y, filter_ir_out=list(filter_ir_out))
+
+    with jax.enable_x64(True):  # one program run at once, even inside a trace (see model.s2_grid_matrices)
+        out = jax.jit(product).lower().compile()()
         coeffs = np.asarray(out.array, dtype=np.float64)
     return coeffs, out.irreps
 
 
 def output_irreps(irreps_in: e3nn.Irreps, irreps_sh: e3nn.Irreps, filter_ir_out) -> e3nn.Irreps:
     """The (regrouped) irreps of the product `weighted_message_sum` sums, as e3nn would."""
-    x = e3nn.zeros(irreps_in, ())
-    y = e3nn.zeros(irreps_sh, ())
-    return e3nn.tensor_product(x, y, filter_ir_out=filter_ir_out).irreps
+    return jax.eval_shape(lambda: e3nn.tensor_product(e3nn.zeros(irreps_in, ()), e3nn.zeros(irreps_sh, ()),
+                                                      filter_ir_out=filter_ir_out)).irreps
 
 
 @functools.lru_cache(maxsize=None)
