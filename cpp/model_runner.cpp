@@ -44,6 +44,7 @@ class PjrtRunner : public ModelRunner {
   }
 
   int feature_size() const override { return model_->stage_names().empty() ? 0 : model_->feature_size(); }
+  double execute_seconds() const override { return model_->execute_seconds(); }
   void run_stage(const std::string &name, const double *edge_vectors, const int32_t *senders,
                  const int32_t *receivers, int64_t nedges, const int32_t *species, int64_t nnodes, int64_t nowned,
                  const std::vector<const double *> &node_inputs, const std::vector<double *> &outputs) override

@@ -63,6 +63,9 @@ class ModelRunner {
     (void) nnodes, (void) nowned, (void) node_inputs, (void) outputs;
     throw RunnerError("this model cannot run one layer at a time (no stage programs)");
   }
+  // Seconds the runtime spent executing its programs since it was opened (PJRT: the execute
+  // call and its completion, without copies); negative when the runtime does not measure it.
+  virtual double execute_seconds() const { return -1.0; }
   virtual const std::vector<double> *atom_energy_std() const { return nullptr; }
   virtual const std::vector<double> *member_forces() const { return nullptr; }
 };

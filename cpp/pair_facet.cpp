@@ -17,6 +17,7 @@
 #include "utils.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -34,7 +35,8 @@ static std::string join(const std::vector<std::string> &words)
 PairFacet::PairFacet(LAMMPS *lmp) :
     Pair(lmp), graph_request(GRAPH_AUTO), ghost_nodes(false), exchange(false), model_cutoff(0.0), model_layers(0),
     reverse_vatom(0), committee_members(0), reverse_members(false), exchange_rows(nullptr), exchange_width(0),
-    uncertainty_flag(0), uncertainty_nmax(0), uncertainty(nullptr)
+    timing(false), timing_calls(0), timing_graph(0.0), timing_model(0.0), timing_rest(0.0),
+    timing_execute_start(0.0), uncertainty_flag(0), uncertainty_nmax(0), uncertainty(nullptr)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -101,6 +103,7 @@ void PairFacet::check_collective(const std::string &local_error)
 
 /* ----------------------------------------------------------------------
    pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|exchange|ghost]
+                          [timing no|yes]
 ------------------------------------------------------------------------- */
 
 void PairFacet::settings(int narg, char **arg)
@@ -112,9 +115,10 @@ void PairFacet::settings(int narg, char **arg)
                update->unit_style);
   if (narg < 1)
     error->all(FLERR, "Illegal pair_style facet command: expected 'pair_style facet MODEL [runtime pjrt|python] "
-                      "[device cpu|cuda] [plugin PATH] [graph auto|folded|exchange|ghost]'");
+                      "[device cpu|cuda] [plugin PATH] [graph auto|folded|exchange|ghost] [timing no|yes]'");
 
   GraphMode request = GRAPH_AUTO;
+  bool want_timing = false;
   FacetMD::RunnerOptions options;
   for (int iarg = 1; iarg < narg; iarg += 2) {
     if (strcmp(arg[iarg], "runtime") == 0) {
@@ -144,11 +148,15 @@ void PairFacet::settings(int narg, char **arg)
       else
         error->all(FLERR, "Illegal pair_style facet graph value '{}': use auto, folded, exchange or ghost",
                    arg[iarg + 1]);
+    } else if (strcmp(arg[iarg], "timing") == 0) {
+      if (iarg + 1 >= narg) utils::missing_cmd_args(FLERR, "pair_style facet timing", error);
+      want_timing = utils::logical(FLERR, arg[iarg + 1], false, lmp) != 0;
     } else {
       error->all(FLERR, "Unknown pair_style facet keyword '{}'", arg[iarg]);
     }
   }
   graph_request = request;
+  timing = want_timing;
   if (options.runtime == "python" && (options.device != "cpu" || !options.plugin.empty()))
     error->all(FLERR, "Pair style facet: 'device' and 'plugin' apply to the PJRT runtime, not to 'runtime python'");
 
@@ -326,8 +334,12 @@ double PairFacet::init_one(int i, int j)
 
 /* ---------------------------------------------------------------------- */
 
+using Clock = std::chrono::steady_clock;
+
 void PairFacet::compute(int eflag, int vflag)
 {
+  const Clock::time_point started = Clock::now();
+  if (timing && timing_calls == 0) timing_execute_start = model->execute_seconds();
   ev_init(eflag, vflag);
 
   const int nlocal = atom->nlocal;
@@ -356,6 +368,7 @@ void PairFacet::compute(int eflag, int vflag)
               "(folded graphs need one MPI rank and atom IDs); use 'graph ghost'";
   }
 
+  const Clock::time_point built = Clock::now();
   // ranks owning no mapped atom contribute nothing: skip the model call
   bool any_owned = false;
   for (int i = 0; i < nlocal && !any_owned; i++) any_owned = graph.energy_mask[i] != 0.0;
@@ -372,6 +385,7 @@ void PairFacet::compute(int eflag, int vflag)
     }
   }
   check_collective(failure);
+  const Clock::time_point modelled = Clock::now();
   if (!any_owned && !exchange) {    // nothing to add here, but take part in any reverse communication
     atom_energies.assign(graph.nnodes, 0.0);
     de_dedge.assign(3 * graph.nedges, 0.0);
@@ -456,6 +470,41 @@ void PairFacet::compute(int eflag, int vflag)
       for (int i = 0; i < nlocal; i++)
         for (int k = 0; k < 6; k++) vatom[i][k] += vb[6 * i + k];
   }
+  if (timing) {
+    timing_calls++;
+    timing_graph += std::chrono::duration<double>(built - started).count();
+    timing_model += std::chrono::duration<double>(modelled - built).count();
+    timing_rest += std::chrono::duration<double>(Clock::now() - modelled).count();
+  }
+}
+
+/* ----------------------------------------------------------------------
+   `timing yes`: where compute() spent its time since the last run ended, per call,
+   averaged over ranks (the model phase includes the exchange's communication)
+------------------------------------------------------------------------- */
+
+void PairFacet::finish()
+{
+  if (!timing) return;
+  const double executed = timing_calls ? model->execute_seconds() - timing_execute_start : 0.0;
+  double mine[5] = {timing_graph, timing_model, timing_rest, executed, static_cast<double>(timing_calls)};
+  double sum[5];
+  MPI_Allreduce(mine, sum, 5, MPI_DOUBLE, MPI_SUM, world);
+  const double calls = sum[4] / comm->nprocs;
+  if (comm->me == 0 && calls > 0) {
+    const double ms = 1e3 / (calls * comm->nprocs);
+    const std::string execute = model->execute_seconds() < 0.0
+        ? "not measured by this runtime"
+        : fmt::format("{:.4f} ms", sum[3] * ms);
+    utils::logmesg(lmp,
+                   "Pair facet timing: {} calls; per call (average over {} ranks): graph {:.4f} ms, "
+                   "model {:.4f} ms (bare execute {}), forces and virial {:.4f} ms, compute {:.4f} ms\n",
+                   static_cast<long>(calls), comm->nprocs, sum[0] * ms, sum[1] * ms, execute, sum[2] * ms,
+                   (sum[0] + sum[1] + sum[2]) * ms);
+    if (logfile) fflush(logfile);    // readable while LAMMPS runs on (benchmarks/lammps_runtimes.py)
+  }
+  timing_calls = 0;
+  timing_graph = timing_model = timing_rest = 0.0;
 }
 
 /* ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 /* Facet-MD: LAMMPS pair style `facet` (a JAX-exported Facet model).
  *
  *   pair_style facet MODEL [runtime pjrt|python] [device cpu|cuda] [plugin PATH] [graph auto|folded|exchange|ghost]
+ *                          [timing no|yes]
  *   pair_coeff * * El1 El2 ...        (one element symbol or NULL per atom type)
  *
  * MODEL is a Facet model file (or a `python:MODULE:CALLABLE[:ARG]` runner
@@ -14,7 +15,8 @@
  * `ghost` (ghost atoms are graph nodes with zero energy mask whose messages are
  * recomputed; needs `comm_modify cutoff` >= num_layers x cutoff + skin), or `auto`
  * (default: folded on one rank; exchange on several, ghost for a model without
- * stage programs).
+ * stage programs).  `timing yes` prints, at the end of each run, where compute()'s time
+ * went: graph building, the model (and within it the runtime's bare execute), forces.
  */
 #ifndef LMP_PAIR_FACET_H
 #define LMP_PAIR_FACET_H
@@ -49,6 +51,7 @@ class PairFacet : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
+  void finish() override;    // `timing yes`: the per-call time breakdown of the run
   // `fix ID all pair N facet uncertainty 1`: per-atom committee spread, columns energy
   // std (eV) and force std (eV/Å); needs a committee model file (facet.committee).
   void *extract(const char *, int &) override;
@@ -91,6 +94,12 @@ class PairFacet : public Pair {
   double *exchange_rows;
   int exchange_width;
   void compute_by_layers(bool any_owned, std::string &failure);
+
+  // `timing yes`: seconds per phase of compute() since the last finish(), summed over calls,
+  // and the runtime's execute_seconds() then
+  bool timing;
+  long timing_calls;
+  double timing_graph, timing_model, timing_rest, timing_execute_start;
 
   int uncertainty_flag;      // set by fix pair on the steps it wants the uncertainty
   int uncertainty_nmax;      // rows allocated in uncertainty

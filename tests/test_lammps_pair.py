@@ -268,3 +268,35 @@ def test_plugin_path_helpers():
     assert os.path.isfile(path) and path.endswith("plugin.so")
     assert _lammps.lammps_plugin_dir() == os.path.dirname(path)
     assert _lammps.lammps_entry_point() == os.path.dirname(path)
+
+
+@pytest.mark.parametrize("runtime", ["pjrt", "python"])
+def test_timing_reports_each_run_per_call(runtime, tmp_path):
+    """`timing yes`: one line per run, counting that run's model calls; the bare execute is
+    part of the model phase, which is part of compute(), which is part of the run's wall time."""
+    import re
+    import time
+
+    config = StandInConfig(num_layers=2, cutoff=4.0)
+    log = tmp_path / "log.lammps"
+    with lammps_session(STRUCTURES["si_diamond"](), TYPE_ELEMENTS,
+                        f"facet {standin_model_file(config)} runtime {runtime} timing yes", tmp_path,
+                        commands=f"log {log}\nvelocity all create 600 1 loop geom\nfix 1 all nve\nrun 3") as lmp:
+        started = time.perf_counter()
+        lmp.command("run 12 pre no post no")
+        wall = time.perf_counter() - started
+    number = r"([0-9.]+)"
+    pattern = (rf"Pair facet timing: (\d+) calls; per call \(average over 1 ranks\): graph {number} ms, "
+               rf"model {number} ms \(bare execute (?:{number} ms|not measured by this runtime)\), "
+               rf"forces and virial {number} ms, compute {number} ms")
+    lines = [re.search(pattern, line) for line in log.read_text().splitlines() if "Pair facet timing" in line]
+    assert len(lines) == 2 and all(lines), log.read_text()[-2000:]
+    calls = [int(m.group(1)) for m in lines]
+    assert calls == [4, 12]  # run 3: the set-up call and 3 steps; `pre no` skips the set-up call
+    graph, model, execute, forces, compute = (float(v) if v else None for v in lines[1].groups()[1:])
+    assert graph + model + forces == pytest.approx(compute, abs=2e-4)  # printed to 1e-4 ms
+    assert 0 < compute * 12 <= wall * 1e3
+    if runtime == "pjrt":
+        assert 0 < execute <= model
+    else:
+        assert execute is None

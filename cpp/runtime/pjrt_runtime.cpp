@@ -524,8 +524,10 @@ std::vector<std::vector<char>> PjrtModel::execute(PJRT_LoadedExecutable *exe, co
   run.num_args = args.list.size();
   run.output_lists = &out_list;
   run.device_complete_events = &done;
+  const auto started = std::chrono::steady_clock::now();
   plugin_->check(api->PJRT_LoadedExecutable_Execute(&run), file_.path + ": running " + what);
   await_event(*plugin_, done, (file_.path + ": running " + what).c_str());
+  execute_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   std::vector<std::vector<char>> out(output_bytes.size());
   for (size_t k = 0; k < output_bytes.size(); ++k) {
     out[k].resize(output_bytes[k]);

@@ -97,6 +97,9 @@ class PjrtModel {
   int num_compilations() const { return num_compilations_; }  // buckets compiled here (not cached)
   int num_cache_loads() const { return num_cache_loads_; }
   double compile_seconds() const { return compile_seconds_; }
+  // Seconds spent in PJRT_LoadedExecutable_Execute and the wait for its completion (the bare
+  // execute, without input and output copies), summed over every call since construction.
+  double execute_seconds() const { return execute_seconds_; }
   std::vector<std::pair<long, long>> buckets_seen() const;
   // A committee file (facet.committee) returns its members' spread too; after evaluate():
   // each atom's energy standard deviation (n_atoms), each member's forces on every node
@@ -143,6 +146,7 @@ class PjrtModel {
   int num_compilations_ = 0;
   int num_cache_loads_ = 0;
   double compile_seconds_ = 0.0;
+  double execute_seconds_ = 0.0;
   std::vector<char> in_floats_, in_mask_;  // staging in the model dtype
   std::vector<int> in_senders_, in_receivers_, in_species_;
   int committee_members_ = 0;
