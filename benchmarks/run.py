@@ -245,8 +245,9 @@ def step_export(args):
         "split": f"benchmarks/si/split.json (train {data['train']}, valid {data['valid']}, test {data['test']})",
         "training_command": (TRAIN / "facet" / "command.txt").read_text().strip(),  # repository-relative
     }
-    run([py("main"), "-m", "facet.export", str(ckpt), "-o", str(si_model), "--dtype", "float32",
-         *[f"--note={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in notes.items()]])
+    export_cmd = [py("main"), "-m", "facet.export", str(ckpt), "--dtype", "float32",
+                  *[f"--note={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in notes.items()]]
+    run(export_cmd + ["-o", str(si_model)])
     listing_file = STRUCTURES / "listing.json"
     if listing_file.exists():
         listing = json.loads(listing_file.read_text())
@@ -256,9 +257,9 @@ def step_export(args):
     else:
         log(f"export: {listing_file.relative_to(ROOT)} is missing (the structures step): "
             "no random-weight Facet for the timing structures")
-    if args.ship:
-        shutil.copyfile(si_model, ROOT / "export" / "facet-small-si.hlo")
-        log("copied to export/facet-small-si.hlo")
+    if args.ship:  # without the per-layer programs (4 MB, not 11): shipped files use the ghost shell on MPI
+        run(export_cmd + ["--no-stages", "-o", str(ROOT / "export" / "facet-small-si.hlo")])
+        log("exported to export/facet-small-si.hlo (no stage programs)")
 
 
 def accuracy_models():
@@ -404,7 +405,8 @@ def main(argv=None):
                    help="comma-separated crystals of the relaxation set to run (default: all 14)")
     p.add_argument("--keep-zero-shot", action="store_true",
                    help="accuracy: keep existing results of the zero-shot peers (nothing trained here changes them)")
-    p.add_argument("--ship", action="store_true", help="copy the exported Facet model to export/")
+    p.add_argument("--ship", action="store_true",
+                   help="export: also write the Facet model, without its per-layer programs, to export/")
     p.add_argument("--quick", action="store_true", help="tiny budgets and sets: checks the pipeline, not the numbers")
     args = p.parse_args(argv)
     if not args.all and not args.steps:
