@@ -67,8 +67,9 @@ def test_one_adam_step_moves_each_parameter_by_the_step_size(structures):
         sums = losses.stacked_sums(module, p, batch, cfg.model.graph_cutoff, cfg.huber_delta)
         return losses.loss_from_sums(sums, cfg)
 
-    grads = jax.grad(reference)(params)
-    reference_loss = reference(params)
+    # jitted: op by op the float64 gradient compiles hundreds of small programs (about a minute)
+    grads = jax.jit(jax.grad(reference))(params)
+    reference_loss = jax.jit(reference)(params)
     assert float(loss) == pytest.approx(float(reference_loss), rel=1e-12)
     groups = train.parameter_groups(params, cfg)
     checked = set()
