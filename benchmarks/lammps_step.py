@@ -61,7 +61,6 @@ DEFAULT_MODEL = ROOT / "export" / "facet-tiny-sio2.hlo"
 DEFAULT_SIZES = "64,128,256,512,1024,2048,4096,8192"
 TIMESTEP_PS = 0.0005
 TEMPERATURE_K = 300.0
-MASSES = {"O": 15.999, "Si": 28.085}
 
 
 # ---------------------------------------------------------------------------

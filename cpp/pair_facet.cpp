@@ -501,7 +501,7 @@ void PairFacet::finish()
                    "model {:.4f} ms (bare execute {}), forces and virial {:.4f} ms, compute {:.4f} ms\n",
                    static_cast<long>(calls), comm->nprocs, sum[0] * ms, sum[1] * ms, execute, sum[2] * ms,
                    (sum[0] + sum[1] + sum[2]) * ms);
-    if (logfile) fflush(logfile);    // readable while LAMMPS runs on (benchmarks/lammps_runtimes.py)
+    if (logfile) fflush(logfile);    // readable while LAMMPS runs on (benchmarks/lammps_step.py)
   }
   timing_calls = 0;
   timing_graph = timing_model = timing_rest = 0.0;
