@@ -111,7 +111,8 @@ def test_layer_scales_start_at_zero_and_r_max_is_trainable(tiny_model):
     atoms = sio2_like()
     vec, s, r = edges(atoms, cfg.graph_cutoff)
     params = randomised_params(module)
-    grad = jax.grad(lambda p: jnp.sum(module.apply(p, vec, s, r, species_of(atoms, cfg)) ** 2))(params)
+    species = species_of(atoms, cfg)
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(module.apply(p, vec, s, r, species) ** 2)))(params)
     assert abs(float(grad["params"]["r_max_raw"])) > 0
     assert float(jnp.abs(grad["params"]["bessel_frequencies"]).max()) > 0
 
@@ -236,7 +237,9 @@ def test_padding_does_not_change_results(tiny_model):
     vec, s, r = edges(atoms, cfg.graph_cutoff)
     species = species_of(atoms, cfg)
     n = len(atoms)
-    e, g = model.energy_and_edge_gradients(module, params, vec, s, r, species, np.ones(n))
+    # Jitted (one compile per shape; op by op this test took most of a minute).
+    energy_and_gradients = jax.jit(lambda *a: model.energy_and_edge_gradients(module, params, *a))
+    e, g = energy_and_gradients(vec, s, r, species, np.ones(n))
     pad_atoms, pad_edges = 5, 37
     far = np.tile([[2 * cfg.graph_cutoff, 0.0, 0.0]], (pad_edges, 1))
     vec_p = np.concatenate([vec, far])
@@ -244,7 +247,7 @@ def test_padding_does_not_change_results(tiny_model):
     r_p = np.concatenate([r, np.full(pad_edges, n + pad_atoms - 1)])
     species_p = np.concatenate([species, np.zeros(pad_atoms, np.int32)])
     mask_p = np.concatenate([np.ones(n), np.zeros(pad_atoms)])
-    e_p, g_p = model.energy_and_edge_gradients(module, params, vec_p, s_p, r_p, species_p, mask_p)
+    e_p, g_p = energy_and_gradients(vec_p, s_p, r_p, species_p, mask_p)
     # Equal up to float64 summation order (array sizes change how XLA vectorises).
     np.testing.assert_allclose(np.asarray(e_p[:n]), np.asarray(e), rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(np.asarray(g_p[: len(s)]), np.asarray(g), rtol=1e-12, atol=1e-13)
