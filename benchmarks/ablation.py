@@ -54,6 +54,8 @@ MUON = ("optimizer=muon", "learning_rate=0.01", "warmup_steps=100", "warmup_star
         "weight_decay=0.001")
 NARROW = ("model.hidden_irreps=64x0e+32x1o+32x2e", "model.embedding_channels=64", "model.scalar_channels=64",
           "model.mixer_channels=32")
+MID = ("model.hidden_irreps=96x0e+48x1o+32x2e", "model.embedding_channels=96", "model.scalar_channels=96",
+       "model.mixer_channels=48")
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "baseline": ("as before: Prodigy, 3-shape padding menu, trainable r_max, 6 Å graph", ()),
     "throughput": ("one budget-packed shape (1.1× the mean batch); r_max fixed at 5 Å, graph cut there",
@@ -84,6 +86,17 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "grid12-l2mae-fw2": ("grid12-l2mae + force weight 2 (energy weight 1)",
                          THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae",
                                               "force_weight=2.0")),
+    "grid12-l2mae-narrow": ("grid12-l2mae at the peers' width (64x0e+32x1o+32x2e, ~90k parameters)",
+                            THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae")
+                            + NARROW),
+    "grid12-l2mae-mid": ("grid12-l2mae at a middle width (96x0e+48x1o+32x2e, 96 channels, mixer 48)",
+                         THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae")
+                         + MID),
+    "grid12-l2mae-narrow-seed1": ("grid12-l2mae-narrow with seed 1 (its run-to-run spread)",
+                                  THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae",
+                                                       "seed=1") + NARROW),
+    "grid12-mae-narrow": ("grid12-l2mae-narrow with the component MAE loss instead",
+                          THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11") + NARROW),
     "muon-narrow": ("muon at the peers' width (64x0e+32x1o+32x2e, ~90k parameters)", THROUGHPUT + MUON + NARROW),
 }
 # The water runs (20 minutes, DeePMD water split, benchmarks/configs/facet-small-water.json
@@ -137,6 +150,10 @@ NOTES = (
     "- grid12 and grid12-l2mae ran as a pair on a later day: both ran at 44 structures/s, below `default`'s 49 "
     "although 12×11 is the cheaper grid (`benchmarks/s2_grid.py`: 134 against 204 ms per mixer and gradient), "
     "so the machine was slower that day; compare those two rows with each other, not with the rows above.",
+    "- The width rows (grid12-l2mae-narrow, -mid, -narrow-seed1, grid12-mae-narrow) ran in pairs on "
+    "2026-12-02, with the end-of-run species-shift refit, which the earlier rows did not have (it moves "
+    "energies, not forces). Narrower models step faster (steady structures/s in the table) and so see "
+    "more epochs in the same 10 minutes.",
     "- The baseline's warm-up is 100 optimiser steps; before this change it was 8 % of the run's wall time, "
     "about the same in a 10-minute run but partly spent compiling.",
 )
@@ -283,9 +300,11 @@ def grid_table() -> list[str]:
     return out + [""]
 
 
-# Training-step profiles (benchmarks/profile_training.py): the recipe before, and the default one.
+# Training-step profiles (benchmarks/profile_training.py): the recipe before, the default one, and the
+# default at the peers' width (--set each of NARROW, --out benchmarks/out/profile_training_narrow.json).
 PROFILES = (("before (Prodigy recipe: 3-shape menu, 6 Å graph)", "profile_training_before.json"),
-            ("default recipe", "profile_training.json"))
+            ("default recipe", "profile_training.json"),
+            ("default recipe at the peers' width (90k)", "profile_training_narrow.json"))
 
 
 def profile_table() -> list[str]:
@@ -311,7 +330,8 @@ def profile_table() -> list[str]:
              f"{p['validation_structures']} structures")]
     out = ["### Where a training step's time goes", "",
            "`python benchmarks/profile_training.py` (the real Trainer and loader on the Si training split, batch 8, "
-           "one core, one thread; `--set` the recipe):", "",
+           "one core, one thread; `--set` the recipe; the last column sets the four width overrides of "
+           "`grid12-l2mae-narrow`; the last two columns were measured one after the other on 2026-12-02):", "",
            "| | " + " | ".join(label for label, _ in found) + " |", "|---|" + "---|" * len(found)]
     for name, fn in rows:
         out.append(f"| {name} | " + " | ".join(fn(p) for _, p in found) + " |")

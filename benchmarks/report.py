@@ -24,10 +24,12 @@ FIG = HERE / "figures"
 TRAIN = OUT / "train"
 SPEED = OUT / "speed"
 
-PEER_NAMES = {"facet": "Facet-Small", "facet-10min": "Facet-Small, 10-min budget",
+PEER_NAMES = {"facet": "Facet-Small", "facet-narrow": "Facet at the peers' width (90k)",
+              "facet-10min": "Facet-Small, 10-min budget",
               "facet-narrow-10min": "Facet at the peers' width (90k), 10-min budget",
               "mace": "MACE", "nequix": "Nequix", "sevennet": "SevenNet"}
-COLOURS = {"facet": "#d62728", "facet-10min": "#ff9896", "facet-narrow-10min": "#e377c2", "mace": "#1f77b4",
+COLOURS = {"facet": "#d62728", "facet-narrow": "#bcbd22", "facet-10min": "#ff9896", "facet-narrow-10min": "#e377c2",
+           "mace": "#1f77b4",
            "nequix": "#2ca02c", "sevennet": "#9467bd",
            "facet-small": "#d62728", "facet-small (LAMMPS)": "#ff9896", "sevennet-0": "#9467bd",
            "chgnet": "#8c564b", "nequix-mp-1": "#2ca02c", "mace-mp-small-arch": "#1f77b4"}
@@ -54,7 +56,7 @@ def fmt(x, digits=1, unit=""):
 def curves(base: Path = TRAIN) -> dict[str, list[dict]]:
     """{peer: [{minutes, energy, force, epoch}]} from every training run found under base."""
     out = {}
-    for run in ("facet", "facet-10min", "facet-narrow-10min"):
+    for run in ("facet", "facet-narrow", "facet-10min", "facet-narrow-10min"):
         metrics = base / run / "metrics.jsonl"
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -444,14 +446,16 @@ def main():
                 md.append(f"- {PEER_NAMES[peer]}: not measured.")
                 continue
             e, f = best_within(data[peer], minutes)
-            te = time_to_reach(data["facet"], "energy", e)
-            tf = time_to_reach(data["facet"], "force", f)
-            span = data["facet"][-1]["minutes"]
             verdict = lambda t: ("not reached ✗" if t is None  # noqa: E731
                                  else f"reached at {t:.1f} min" + (" ✓" if t <= goal else " ✗"))
             md.append(f"- {PEER_NAMES[peer]} after {minutes} min: {fmt(e)} meV/atom, {fmt(f)} meV/Å (goal: Facet "
-                      f"within {goal} min). Facet-Small's {span:.0f}-minute run: energy {verdict(te)}, "
-                      f"forces {verdict(tf)}.")
+                      f"within {goal} min).")
+            for run in ("facet", "facet-narrow"):
+                if run in data:
+                    long_run = data[run]
+                    md.append(f"  {PEER_NAMES[run]}, {long_run[-1]['minutes']:.0f}-minute run: energy "
+                              f"{verdict(time_to_reach(long_run, 'energy', e))}, forces "
+                              f"{verdict(time_to_reach(long_run, 'force', f))}.")
             for run in (f"facet-{goal}min", f"facet-narrow-{goal}min"):
                 short = data.get(run)
                 if short:

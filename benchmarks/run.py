@@ -152,7 +152,7 @@ WATER_TRAIN = TRAIN / "water"
 def train_jobs(args) -> dict:
     """Every training run: name -> (minutes, command builder taking a core, output directory).
 
-    Si: Facet-Small and MACE for --long-minutes, Nequix and SevenNet for --short-minutes, and
+    Si: Facet-Small, Facet at the peers' width and MACE for --long-minutes, Nequix and SevenNet for --short-minutes, and
     Facet for exactly the Nequix goal time (10 min; its schedule then ends at the goal, which a
     point on a longer curve cannot show), at its own width and at the peers' (~90k parameters).
     Water: Facet, Nequix and MACE for --water-minutes each."""
@@ -170,6 +170,7 @@ def train_jobs(args) -> dict:
         jobs[name] = (minutes, lambda core: peer_train_cmd(peer_name, minutes, core, out, **kw), out)
 
     facet("facet", args.long_minutes)
+    facet("facet-narrow", args.long_minutes, NARROW)
     peer("mace", "mace", args.long_minutes)
     peer("nequix", "nequix", args.short_minutes)
     peer("sevennet", "sevennet", args.short_minutes)
