@@ -97,26 +97,40 @@ def time_to_reach(curve, key, target):
 
 
 def plot_curves(data, png, title="Training efficiency on the pyxtal_ff Si DFT split (5,126 train / 513 validation)",
-                epoch_label="epochs (passes over the 5,126 training structures)"):
+                epoch_label="epochs (passes over the 5,126 training structures)", zoom=None):
     """Validation errors against wall-clock time (top) and against epochs (bottom): the top row is
-    the comparison that counts; the bottom row separates learning per epoch from throughput."""
+    the comparison that counts; the bottom row separates learning per epoch from throughput.
+    zoom=(minutes shown, goal minutes, {"energy": e, "force": f}, target label) adds a middle row
+    on the first minutes with the target errors drawn in and the goal time marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.4))
-    for row, xkey, xlabel in ((0, "minutes", "wall-clock minutes since launch (1 core, 1 thread each)"),
-                              (1, "epoch", epoch_label)):
-        for ax, key, title in ((axes[row, 0], "energy", "validation energy MAE (meV/atom)"),
-                               (axes[row, 1], "force", "validation force MAE (meV/Å)")):
+    rows = [("minutes", "wall-clock minutes since launch (1 core, 1 thread each)", None)]
+    if zoom:
+        rows.append(("minutes", f"wall-clock minutes since launch, the first {zoom[0]:g}", zoom))
+    rows.append(("epoch", epoch_label, None))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 4.2 * len(rows)), squeeze=False)
+    for row, (xkey, xlabel, row_zoom) in enumerate(rows):
+        for ax, key, panel_title in ((axes[row, 0], "energy", "validation energy MAE (meV/atom)"),
+                                     (axes[row, 1], "force", "validation force MAE (meV/Å)")):
             for peer, curve in data.items():
                 pts = [(p[xkey], p[key]) for p in curve if p.get(xkey) is not None]
+                if row_zoom:
+                    pts = [(x, y) for x, y in pts if x <= row_zoom[0]]
                 if pts:
                     ax.plot(*zip(*pts), marker="o", ms=3, color=COLOURS[peer], label=PEER_NAMES[peer],
                             ls="--" if peer.startswith("facet-") else "-")
             ax.set_yscale("log")
+            if row_zoom:
+                minutes, goal, targets, label = row_zoom
+                marks = [ax.axhline(targets[key], color="k", ls=":", lw=1, label=label),
+                         ax.axvline(goal, color="grey", ls="-.", lw=1, label=f"goal: {goal:g} min")]
+                ax.set_xlim(0, minutes)
+                ax.set_ylim(targets[key] * 0.85, targets[key] * 2.0)
+                ax.legend(handles=marks, fontsize=8, loc="upper right")  # the curves' legend is above
             ax.set_xlabel(xlabel)
-            ax.set_title(title)
+            ax.set_title(panel_title)
             ax.grid(alpha=0.3, which="both")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(title)
@@ -419,7 +433,10 @@ def main():
     # --- training efficiency
     data = curves()
     if data:
-        plot_curves(data, FIG / "training_curves.png")
+        nequix_20 = best_within(data["nequix"], 20) if "nequix" in data else (None, None)
+        zoom = ((21, 10, {"energy": nequix_20[0], "force": nequix_20[1]}, "Nequix after 20 min")
+                if nequix_20[0] is not None else None)
+        plot_curves(data, FIG / "training_curves.png", zoom=zoom)
         md += ["## Training efficiency", "",
                "Each model trained from scratch on the same training split with its own training code, "
                "on one core with one thread, for the same wall-clock budget (clock starts at launch: data "
