@@ -1,6 +1,6 @@
 """Facet against its peers, side by side on this machine: one command.
 
-    python benchmarks/run.py --all                 # everything (about 3 hours on 2 cores)
+    python benchmarks/run.py --all                 # everything (about 3.5 hours on 2 cores)
     python benchmarks/run.py --steps speed,report  # some steps only
     make bench-peers                               # the same as --all
 
