@@ -52,10 +52,11 @@ ADAM = ("optimizer=adam", "learning_rate=0.005", "warmup_steps=100", "warmup_sta
         "weight_decay=0.0")
 MUON = ("optimizer=muon", "learning_rate=0.01", "warmup_steps=100", "warmup_start=0.2", "decay=cosine",
         "weight_decay=0.001")
-NARROW = ("model.hidden_irreps=64x0e+32x1o+32x2e", "model.embedding_channels=64", "model.scalar_channels=64",
-          "model.mixer_channels=32")
+NARROW = bench.NARROW  # the peers' width (~90k parameters), as run.py trains it
 MID = ("model.hidden_irreps=96x0e+48x1o+32x2e", "model.embedding_channels=96", "model.scalar_channels=96",
        "model.mixer_channels=48")
+GRID12 = ("model.s2_res_beta=12", "model.s2_res_alpha=11")
+GRID12_L2MAE = THROUGHPUT + MUON + GRID12 + ("loss=l2mae",)
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "baseline": ("as before: Prodigy, 3-shape padding menu, trainable r_max, 6 Å graph", ()),
     "throughput": ("one budget-packed shape (1.1× the mean batch); r_max fixed at 5 Å, graph cut there",
@@ -77,27 +78,20 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "default": ("the default recipe: muon-grid14, with its warm-up and cosine decay applied (see the notes)",
                 THROUGHPUT + MUON + ("model.s2_res_beta=14", "model.s2_res_alpha=13")),
     "grid12": ("default + the mixers' grid 12×11 (132 points; equivariance error 0.85 %, within the tested 1 %)",
-               THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11")),
-    "grid12-l2mae": ("grid12 + per-atom force-norm MAE loss (Nequix's)",
-                     THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae")),
+               THROUGHPUT + MUON + GRID12),
+    "grid12-l2mae": ("grid12 + per-atom force-norm MAE loss (Nequix's)", GRID12_L2MAE),
     "grid12-l2mae-seed1": ("grid12-l2mae with seed 1 (the run-to-run spread of one recipe)",
-                           THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae",
-                                                "seed=1")),
+                           GRID12_L2MAE + ("seed=1",)),
     "grid12-l2mae-fw2": ("grid12-l2mae + force weight 2 (energy weight 1)",
-                         THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae",
-                                              "force_weight=2.0")),
+                         GRID12_L2MAE + ("force_weight=2.0",)),
     "grid12-l2mae-narrow": ("grid12-l2mae at the peers' width (64x0e+32x1o+32x2e, ~90k parameters)",
-                            THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae")
-                            + NARROW),
+                            GRID12_L2MAE + NARROW),
     "grid12-l2mae-mid": ("grid12-l2mae at a middle width (96x0e+48x1o+32x2e, 96 channels, mixer 48)",
-                         THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae")
-                         + MID),
+                         GRID12_L2MAE + MID),
     "grid12-l2mae-narrow-seed1": ("grid12-l2mae-narrow with seed 1 (its run-to-run spread)",
-                                  THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11", "loss=l2mae",
-                                                       "seed=1") + NARROW),
+                                  GRID12_L2MAE + ("seed=1",) + NARROW),
     "grid12-mae-narrow": ("grid12-l2mae-narrow with the component MAE loss instead",
-                          THROUGHPUT + MUON + ("model.s2_res_beta=12", "model.s2_res_alpha=11") + NARROW),
-    "muon-narrow": ("muon at the peers' width (64x0e+32x1o+32x2e, ~90k parameters)", THROUGHPUT + MUON + NARROW),
+                          THROUGHPUT + MUON + GRID12 + NARROW),
 }
 # The water runs (20 minutes, DeePMD water split, benchmarks/configs/facet-small-water.json
 # as it stood in the last run.py run, then the row's overrides).

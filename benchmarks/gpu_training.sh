@@ -31,9 +31,9 @@ echo "== Facet (Si benchmark config) on the GPU"
 timeout 240 $PY benchmarks/profile_training.py --threads 0 --steps 200 \
     --data benchmarks/out/si/train.extxyz --out "$OUT/facet.json" | tee "$OUT/facet.md"
 echo "== Facet at the peers' width on the GPU"
-timeout 120 $PY benchmarks/profile_training.py --threads 0 --steps 200 \
-    --set model.hidden_irreps=64x0e+32x1o+32x2e --set model.embedding_channels=64 \
-    --set model.scalar_channels=64 --set model.mixer_channels=32 \
+NARROW_SET=$(cd benchmarks && $PY -c "import run; print(' '.join('--set ' + o for o in run.NARROW))")
+# shellcheck disable=SC2086  # NARROW_SET is a list of words
+timeout 120 $PY benchmarks/profile_training.py --threads 0 --steps 200 $NARROW_SET \
     --data benchmarks/out/si/train.extxyz --out "$OUT/facet-narrow.json" | tee "$OUT/facet-narrow.md"
 
 echo "== Nequix (its own trainer, 2 minutes) on the GPU"

@@ -152,8 +152,8 @@ WATER_TRAIN = TRAIN / "water"
 def train_jobs(args) -> dict:
     """Every training run: name -> (minutes, command builder taking a core, output directory).
 
-    Si: Facet-Small, Facet at the peers' width and MACE for --long-minutes, Nequix and SevenNet for --short-minutes, and
-    Facet for exactly the Nequix goal time (10 min; its schedule then ends at the goal, which a
+    Si: Facet-Small, Facet at the peers' width and MACE for --long-minutes, Nequix and SevenNet
+    for --short-minutes, and Facet for exactly the Nequix goal time (10 min; its schedule then ends at the goal, which a
     point on a longer curve cannot show), at its own width and at the peers' (~90k parameters).
     Water: Facet, Nequix and MACE for --water-minutes each."""
     jobs = {}

@@ -58,7 +58,7 @@ def test_weighted_message_sum_and_its_derivatives_equal_e3nn(irreps, filter_ir_o
         return lambda xa, vec, w: (jax.grad(scalar(fn), argnums=1)(xa, vec, w) ** 2).sum()
 
     for make in (scalar, force_loss):
-        # Jitted: op by op, the second derivatives took most of a minute per case.
+        # Jitted: op by op, the second derivatives took up to a minute per case.
         g_ref = jax.jit(jax.grad(make(reference), argnums=(0, 1, 2)))(x.array, vectors, kernel)
         g_out = jax.jit(jax.grad(make(ours), argnums=(0, 1, 2)))(x.array, vectors, kernel)
         for a, b in zip(g_out, g_ref):
